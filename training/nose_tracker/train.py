@@ -1,0 +1,219 @@
+"""Train the nose tracker, export it for OpenCV and write metadata.
+
+One command (from the repo root) reproduces the shipped model:
+
+    .venv/bin/python training/nose_tracker/train.py --minutes 22
+
+What it does: split by image (80/10/10, stratified by source, seed 0) -> cache decoded
+images in memory (and in $NOSE_CACHE_DIR, default /tmp/nose_tracker_cache) -> train with
+augmented face crops + whole-image samples under a wall-clock budget (cosine LR over the
+budget; pass --steps N to make the schedule step-based and exactly repeatable) -> export
+models/nose_tracker/nose_tracker.pb (frozen + grappler constant folding) -> check OpenCV
+against Keras -> evaluate dev (and test with --test) through OpenCV with the server's
+whole-image preprocessing -> write models/nose_tracker/metadata.json.
+
+TF and OpenCV are pinned to one thread each (the machine is shared).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import sys
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=None, help="data dir (default $NOSE_DATA_DIR or ../shared/data/nose)")
+    ap.add_argument("--minutes", type=float, default=22.0, help="training wall-clock budget")
+    ap.add_argument("--steps", type=int, default=0, help="fixed number of steps (overrides --minutes schedule)")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--wd", type=float, default=5e-5)
+    ap.add_argument("--width", type=float, default=1.0)
+    ap.add_argument("--p-whole", type=float, default=0.3, help="share of whole-image samples")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--eval-every", type=float, default=4.0, help="minutes between dev evaluations")
+    ap.add_argument("--run-dir", default=os.environ.get("NOSE_RUN_DIR", "/tmp/nose_tracker_runs/latest"))
+    ap.add_argument("--out", default=str(HERE.parents[1] / "models" / "nose_tracker"))
+    ap.add_argument("--version", default="1.0.0")
+    ap.add_argument("--test", action="store_true", help="also evaluate the test split (do this once, at the end)")
+    ap.add_argument("--no-export", action="store_true")
+    ap.add_argument("--jit", action="store_true",
+                    help="XLA-compile the train step (measured 8x SLOWER on this CPU: depthwise convs)")
+    a = ap.parse_args()
+
+    import cv2
+    import tensorflow as tf
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    cv2.setNumThreads(1)
+    import keras
+
+    from data import (Augmenter, apply_photo, data_dir, load_cache, load_labels, nose_below_eyeline,
+                      normalised_targets, split_indices)
+    from model import build_model
+
+    keras.utils.set_random_seed(a.seed)
+    root = data_dir(a.data)
+    labels = load_labels(root / "labels.csv")
+    split = split_indices(labels["source"], seed=0)
+    d = nose_below_eyeline(labels["pts"])
+    bad = d < 0.15  # nose at/above the eye line: label error (plus a few extreme pitches)
+    train_idx = split["train"][~bad[split["train"]]]
+    print(f"data {root}: {len(labels['path'])} rows; train {len(split['train'])} "
+          f"(-{len(split['train']) - len(train_idx)} nose-above-eyeline) dev {len(split['dev'])} "
+          f"test {len(split['test'])}", flush=True)
+    t0 = time.time()
+    cache = load_cache(root, labels)
+    print(f"cache ready in {time.time() - t0:.0f}s", flush=True)
+
+    aug = Augmenter(labels, cache, train_idx, seed=a.seed, p_whole=a.p_whole)
+    q: queue.Queue = queue.Queue(maxsize=6)
+    stop = threading.Event()
+
+    def producer():
+        while not stop.is_set():
+            b = aug.batch(a.batch)
+            while not stop.is_set():
+                try:
+                    q.put(b, timeout=0.5)
+                    break
+                except queue.Full:
+                    pass
+
+    threading.Thread(target=producer, daemon=True).start()
+
+    model = build_model(a.width)
+    model.get_layer("points").bias.assign(np.full(10, 0.5, np.float32))  # start at the image centre
+    print(f"model params {model.count_params():,}", flush=True)
+    opt = keras.optimizers.AdamW(learning_rate=a.lr, weight_decay=a.wd, clipnorm=5.0)
+    # loss weights per coordinate: nose x3, other points x1
+    w = tf.constant([3, 3] + [1] * 8, tf.float32) / 11.0 * 10.0
+
+    def wing(err, wd=10.0, eps=2.0):  # err in 112-px units
+        c = wd - wd * np.log(1 + wd / eps)
+        return tf.where(err < wd, wd * tf.math.log1p(err / eps), err - c)
+
+    noise_gen = tf.random.Generator.from_seed(a.seed)
+
+    @tf.function(jit_compile=a.jit)
+    def train_step(x_u8, params, y):
+        x = apply_photo(x_u8, params, noise_gen.normal(tf.shape(x_u8)))
+        with tf.GradientTape() as tape:
+            p = model(x, training=True)
+            err = tf.abs(p - y) * 112.0
+            loss = tf.reduce_mean(wing(err) * w)
+        g = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(g, model.trainable_variables))
+        return loss, tf.reduce_mean(tf.abs(p[:, :2] - y[:, :2])) * 112.0
+
+    @tf.function(jit_compile=a.jit)
+    def predict(x):
+        return model(x, training=False)
+
+    whole_t = normalised_targets(labels)
+
+    def dev_nme(idx):
+        out = []
+        for s in range(0, len(idx), 128):
+            ii = idx[s:s + 128]
+            out.append(predict(cache["whole"][ii].astype(np.float32) / 255.0).numpy())
+        p = np.concatenate(out)
+        wh = labels["wh"][idx]
+        pts = labels["pts"][idx]
+        err = np.linalg.norm((p[:, :2] - whole_t[idx, :2]) * wh, axis=1)
+        iod = np.linalg.norm(pts[:, 1] - pts[:, 2], axis=1)
+        nme = err / iod
+        return nme.mean(), np.median(nme), (nme > 0.1).mean()
+
+    budget = a.minutes * 60
+    t_start = time.time()
+    step, last_eval, last_log = 0, t_start, t_start
+    run_loss, run_px, n_run = 0.0, 0.0, 0
+    warm = 300
+    while True:
+        el = time.time() - t_start
+        prog = step / a.steps if a.steps else el / budget
+        if prog >= 1.0:
+            break
+        lr = a.lr * min(1.0, (step + 1) / warm) * 0.5 * (1 + np.cos(np.pi * prog))
+        opt.learning_rate = float(lr)
+        x, prm, y = q.get()
+        loss, px = train_step(tf.constant(x), tf.constant(prm), tf.constant(y))
+        run_loss += float(loss); run_px += float(px); n_run += 1
+        step += 1
+        now = time.time()
+        if now - last_log > 30 or step == 1:
+            print(f"step {step:6d} {el / 60:5.1f}/{a.minutes:g} min ({100 * prog:4.1f}%) lr {lr:.2e} "
+                  f"loss {run_loss / n_run:.3f} nose_L1@112 {run_px / n_run:.2f}px "
+                  f"{step * a.batch / max(el, 1e-6):.0f} samples/s", flush=True)
+            run_loss, run_px, n_run, last_log = 0.0, 0.0, 0, now
+        if now - last_eval > a.eval_every * 60:
+            m, md, f = dev_nme(split["dev"])
+            print(f"  [dev whole-image, keras] NME mean {m:.4f} median {md:.4f} fail {100 * f:.1f}%", flush=True)
+            last_eval = time.time()
+    stop.set()
+    train_min = (time.time() - t_start) / 60
+    m, md, f = dev_nme(split["dev"])
+    print(f"done: {step} steps ({step * a.batch} samples) in {train_min:.1f} min; "
+          f"[dev keras] NME mean {m:.4f} median {md:.4f} fail {100 * f:.1f}%", flush=True)
+
+    run_dir = Path(a.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model.save_weights(run_dir / "model.weights.h5")
+    info = {"steps": step, "batch": a.batch, "train_minutes": round(train_min, 1), "seed": a.seed,
+            "lr": a.lr, "wd": a.wd, "width": a.width, "p_whole": a.p_whole,
+            "train_rows": int(len(train_idx)), "dropped_nose_above_eyeline": int(len(split["train"]) - len(train_idx)),
+            "split_sizes": {k: int(len(v)) for k, v in split.items()}}
+    (run_dir / "train_info.json").write_text(json.dumps(info, indent=1))
+    if a.no_export:
+        return
+
+    from export import compare, freeze_keras, sha256
+    from evaluate import evaluate_pb
+    out = Path(a.out)
+    pb = freeze_keras(model, out / "nose_tracker.pb")
+    rng = np.random.default_rng(1)
+    x_rand = rng.random((8, 112, 112, 3), dtype=np.float32)
+    x_real = cache["whole"][split["dev"][:16]].astype(np.float32) / 255.0
+    diff = max(compare(model, pb, x_rand), compare(model, pb, x_real))
+    print(f"exported {pb} {pb.stat().st_size / 1e6:.2f} MB; max |keras - opencv| = {diff:.2e}", flush=True)
+    metrics = {}
+    floor_mean = whole_t[split["train"], :2].mean(0)
+    for part in (["dev", "test"] if a.test else ["dev"]):
+        sub = {k: v[split[part]] for k, v in labels.items()}
+        metrics[part] = evaluate_pb(pb, sub, root, floor_xy=floor_mean, verbose=True, title=part)
+    meta = {
+        "name": "nose_tracker",
+        "version": a.version,
+        "sha256": sha256(pb),
+        "file": "nose_tracker.pb",
+        "framework": "TensorFlow frozen GraphDef for cv2.dnn.readNetFromTensorflow",
+        "input": {"shape": [1, 3, 112, 112], "dtype": "float32", "layout": "NCHW", "channels": "BGR",
+                  "scale": "pixel/255", "preprocess": "np.transpose(cv2.resize(img, (112, 112)) / 255, [2, 0, 1])[None].astype(np.float32)",
+                  "batch": "N x 3 x 112 x 112 accepted"},
+        "output": {"shape": [1, 10], "order": ["nose_x", "nose_y", "leye_x", "leye_y", "reye_x", "reye_y",
+                                               "lmouth_x", "lmouth_y", "rmouth_x", "rmouth_y"],
+                   "units": "normalised to [0,1] of the input image (multiply x by width, y by height)"},
+        "metrics": metrics,
+        "opencv_vs_keras_max_abs_diff": diff,
+        "training": info,
+        "floor_mean_nose_xy": [float(v) for v in floor_mean],
+    }
+    (out / "metadata.json").write_text(json.dumps(meta, indent=1) + "\n")
+    print(f"wrote {out / 'metadata.json'}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
