@@ -1,0 +1,63 @@
+"""Command line: ``python -m app {serve,translate,env,healthcheck}``.
+
+* ``serve [--host H] [--port P]``: single-process development server (gevent
+  WSGIServer, no nginx/uWSGI needed);
+* ``translate [--beam N]``: stdin lines -> Spanish stdout lines (the
+  translator's own CLI);
+* ``env``: ``export`` lines with the defaults of every setting not already set
+  in the environment (used by start.sh);
+* ``healthcheck``: GET /readyz over the uwsgi protocol (container HEALTHCHECK).
+"""
+from __future__ import annotations
+
+import sys
+
+USAGE = "usage: python -m app {serve [--host H] [--port P] | translate [--beam N] | env | healthcheck}"
+
+
+def serve(argv: list[str]) -> int:
+    import argparse
+    import os
+
+    p = argparse.ArgumentParser(prog="python -m app serve")
+    p.add_argument("--host", default=os.environ.get("BIND_HOST", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
+    a = p.parse_args(argv)
+
+    from gevent.pywsgi import WSGIServer
+
+    from . import create_app
+
+    app = create_app()
+    print(f"serving on http://{a.host}:{a.port} (development server, single process)", flush=True)
+    server = WSGIServer((a.host, a.port), app, log=None)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 2 or argv[1] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if len(argv) >= 2 else 2
+    cmd = argv[1]
+    if cmd == "serve":
+        return serve(argv[2:])
+    if cmd == "translate":
+        from . import translator
+        return int(translator.cli_main(argv[2:]) or 0)
+    if cmd == "env":
+        from .config import shell_exports
+        sys.stdout.write(shell_exports())
+        return 0
+    if cmd == "healthcheck":
+        from .healthcheck import main as hc
+        return hc(argv[2:])
+    print(USAGE, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,227 @@
+"""All configuration of the model server, read from environment variables.
+
+This module is the single place where every setting and its default lives:
+
+* the Flask application reads its settings through :meth:`Config.from_env`;
+* ``start.sh``, the e2e tests and the container entrypoint obtain the
+  defaults of the *infrastructure* variables (uWSGI and nginx, used by
+  ``app.ini`` and ``nginx/*.template``) from ``python -m app env``, which
+  prints ``export NAME=value`` lines for every variable that is not already
+  set in the environment.
+
+Importing this module is cheap (no TensorFlow, no OpenCV).
+"""
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+#: Repository / install root (the directory that holds ``app/``).
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str
+    help: str
+    group: str  # "app", "uwsgi" or "nginx"
+
+
+def _s(group: str, name: str, default: str, help: str) -> Setting:
+    return Setting(name=name, default=default, help=help, group=group)
+
+
+#: Every environment variable the stack understands, with its default.
+#: Paths that are relative are resolved against APP_ROOT.
+SETTINGS: tuple[Setting, ...] = (
+    # --- application -----------------------------------------------------
+    _s("app", "APP_ROOT", str(ROOT), "Directory holding app/, models/, app.ini, nginx/."),
+    _s("app", "APP_REVISION", "dev", "Deployed revision string shown by /version."),
+    _s("app", "APP_REVISION_FILE", "",
+       "If set and the file exists, its first line overrides APP_REVISION (read at worker start)."),
+    _s("app", "NOSE_MODEL_DIR", "models/nose_tracker", "Directory with nose_tracker.pb (+ metadata.json)."),
+    _s("app", "TRANSLATOR_MODEL_DIR", "models/translator", "Directory of the exported translator."),
+    _s("app", "MODEL_LOADING", "sync",
+       "When a worker loads its models: sync (before serving), background (serve at once, /readyz 503 "
+       "until loaded) or off (no models; every model endpoint answers 503)."),
+    _s("app", "MODEL_WARMUP", "1", "Run warm-up inferences after loading (1/0)."),
+    _s("app", "TF_INTRA_OP_THREADS", "1", "TensorFlow intra-op threads per worker."),
+    _s("app", "TF_INTER_OP_THREADS", "1", "TensorFlow inter-op threads per worker."),
+    _s("app", "CV2_THREADS", "1", "OpenCV threads per worker (cv2.setNumThreads)."),
+    _s("app", "MAX_BODY_BYTES", "10485760",
+       "Largest request body (Flask MAX_CONTENT_LENGTH and nginx client_max_body_size)."),
+    _s("app", "MAX_IMAGE_PIXELS", "40000000", "Largest image (width*height), checked from the header before decoding."),
+    _s("app", "MAX_BATCH_TEXTS", "32", "Most texts in one /api/translate request."),
+    _s("app", "MAX_BEAM", "4", "Largest beam accepted by /api/translate."),
+    _s("app", "DEFAULT_BEAM", "1", "Beam used when a request gives none (and by the HTML form)."),
+    _s("app", "LOG_LEVEL", "INFO", "Python log level of the app logger."),
+    _s("app", "PROMETHEUS_MULTIPROC_DIR", "run/prometheus",
+       "prometheus_client multiprocess directory: exact metrics over all workers. start.sh and the "
+       "container export it and empty it at start; when unset (dev server) metrics are per process."),
+    # --- uWSGI (app.ini) ---------------------------------------------------
+    _s("uwsgi", "RUN_DIR", "run", "Native runs: pid files, sockets, logs, rendered nginx config."),
+    _s("uwsgi", "APP_SOCKET", "127.0.0.1:3031", "Where uWSGI listens (uwsgi protocol) for nginx."),
+    _s("uwsgi", "WORKERS", "2", "uWSGI worker processes."),
+    _s("uwsgi", "THREADS", "4", "Threads per worker."),
+    _s("uwsgi", "HARAKIRI", "60", "Seconds after which a stuck request's worker is recycled."),
+    _s("uwsgi", "MAX_REQUESTS", "5000", "Recycle a worker after this many requests..."),
+    _s("uwsgi", "MAX_REQUESTS_DELTA", "500", "...plus worker_id*delta (jitter, so workers do not recycle together)."),
+    _s("uwsgi", "RELOAD_MERCY", "60", "Seconds a worker may take to finish its requests on reload/shutdown."),
+    _s("uwsgi", "STATS_SOCKET", "run/uwsgi-stats.sock", "uWSGI stats server (unix socket path or host:port)."),
+    _s("uwsgi", "APP_PIDFILE", "run/uwsgi.pid", "uWSGI master pid file."),
+    _s("uwsgi", "TOUCH_RELOAD", "var/reload/reload", "Touch to gracefully reload the whole app."),
+    _s("uwsgi", "TOUCH_CHAIN_RELOAD", "var/reload/chain-reload",
+       "Touch to replace workers one at a time (zero downtime)."),
+    # --- nginx (nginx/*.template) -----------------------------------------
+    _s("nginx", "PORT", "8080", "Port nginx listens on."),
+    _s("nginx", "BIND_HOST", "127.0.0.1", "Address nginx listens on (0.0.0.0 in the container)."),
+    _s("nginx", "APP_UPSTREAM", "127.0.0.1:3031", "Where nginx finds uWSGI (host:port or unix:/path)."),
+    _s("nginx", "UPSTREAM_TIMEOUT", "75", "Seconds nginx waits for uWSGI (keep above HARAKIRI)."),
+    _s("nginx", "NGINX_WORKER_PROCESSES", "1", "nginx worker processes."),
+    _s("nginx", "NGINX_RUN_DIR", "run/nginx", "nginx pid, temp dirs and rendered config."),
+    _s("nginx", "NGINX_ACCESS_LOG", "run/nginx/access.log", "nginx access log (/dev/stdout in the container)."),
+    _s("nginx", "NGINX_ERROR_LOG", "run/nginx/error.log", "nginx error log (/dev/stderr in the container)."),
+    _s("nginx", "STATIC_ROOT", "app/static", "Directory nginx serves /static/ from."),
+)
+
+SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
+
+_PATH_SETTINGS = {
+    "NOSE_MODEL_DIR", "TRANSLATOR_MODEL_DIR", "APP_REVISION_FILE", "PROMETHEUS_MULTIPROC_DIR",
+    "RUN_DIR", "APP_PIDFILE", "TOUCH_RELOAD", "TOUCH_CHAIN_RELOAD",
+    "NGINX_RUN_DIR", "NGINX_ACCESS_LOG", "NGINX_ERROR_LOG", "STATIC_ROOT",
+}
+
+
+def resolve_path(value: str, root: str | os.PathLike) -> str:
+    """Relative paths are relative to APP_ROOT; /dev/* and absolute paths are kept."""
+    if not value:
+        return value
+    p = Path(value)
+    return str(p if p.is_absolute() else Path(root) / p)
+
+
+def effective_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Every setting's value: the environment's if set (even empty), else the default.
+
+    Relative paths are made absolute against APP_ROOT, so the result can be
+    handed to uWSGI/nginx, whose working directories differ.
+    """
+    environ = os.environ if environ is None else environ
+    out = {s.name: environ.get(s.name, s.default) for s in SETTINGS}
+    root = out["APP_ROOT"] or str(ROOT)
+    out["APP_ROOT"] = root
+    for name in _PATH_SETTINGS:
+        out[name] = resolve_path(out[name], root)
+    # uWSGI's stats option takes either a path or host:port.
+    stats = out["STATS_SOCKET"]
+    if stats and ":" not in stats:
+        out["STATS_SOCKET"] = resolve_path(stats, root)
+    return out
+
+
+def shell_exports(environ: Mapping[str, str] | None = None, only_missing: bool = True) -> str:
+    """``export NAME=value`` lines (for ``eval`` in start.sh)."""
+    environ = os.environ if environ is None else environ
+    eff = effective_env(environ)
+    lines = []
+    for s in SETTINGS:
+        if only_missing and s.name in environ and s.name not in _PATH_SETTINGS:
+            continue
+        lines.append(f"export {s.name}={shlex.quote(eff[s.name])}")
+    return "\n".join(lines) + "\n"
+
+
+def _int(env: Mapping[str, str], name: str, minimum: int | None = None) -> int:
+    raw = env.get(name, SETTINGS_BY_NAME[name].default)
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"environment variable {name}={raw!r} is not an integer") from None
+    if minimum is not None and value < minimum:
+        raise ValueError(f"environment variable {name}={value} must be >= {minimum}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    raw = str(env.get(name, SETTINGS_BY_NAME[name].default)).strip().lower()
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"environment variable {name}={raw!r} is not a boolean")
+
+
+@dataclass(frozen=True)
+class Config:
+    """The application's settings (the uWSGI/nginx ones are only in SETTINGS)."""
+
+    app_root: str
+    revision: str
+    revision_file: str
+    nose_model_dir: str
+    translator_model_dir: str
+    model_loading: str
+    model_warmup: bool
+    tf_intra_op_threads: int
+    tf_inter_op_threads: int
+    cv2_threads: int
+    max_body_bytes: int
+    max_image_pixels: int
+    max_batch_texts: int
+    max_beam: int
+    default_beam: int
+    log_level: str
+    prometheus_multiproc_dir: str
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Config":
+        env = dict(os.environ if environ is None else environ)
+        eff = effective_env(env)
+        loading = eff["MODEL_LOADING"].strip().lower()
+        if loading not in ("sync", "background", "off"):
+            raise ValueError(f"MODEL_LOADING={loading!r}: expected sync, background or off")
+        revision = eff["APP_REVISION"]
+        rev_file = eff["APP_REVISION_FILE"]
+        if rev_file and os.path.isfile(rev_file):
+            with open(rev_file, encoding="utf-8") as fh:
+                revision = (fh.readline().strip() or revision)[:200]
+        cfg = cls(
+            app_root=eff["APP_ROOT"],
+            revision=revision,
+            revision_file=rev_file,
+            nose_model_dir=eff["NOSE_MODEL_DIR"],
+            translator_model_dir=eff["TRANSLATOR_MODEL_DIR"],
+            model_loading=loading,
+            model_warmup=_bool(eff, "MODEL_WARMUP"),
+            tf_intra_op_threads=_int(eff, "TF_INTRA_OP_THREADS", 0),
+            tf_inter_op_threads=_int(eff, "TF_INTER_OP_THREADS", 0),
+            cv2_threads=_int(eff, "CV2_THREADS", 0),
+            max_body_bytes=_int(eff, "MAX_BODY_BYTES", 1024),
+            max_image_pixels=_int(eff, "MAX_IMAGE_PIXELS", 1),
+            max_batch_texts=_int(eff, "MAX_BATCH_TEXTS", 1),
+            max_beam=_int(eff, "MAX_BEAM", 1),
+            default_beam=_int(eff, "DEFAULT_BEAM", 1),
+            log_level=eff["LOG_LEVEL"].upper(),
+            prometheus_multiproc_dir=eff["PROMETHEUS_MULTIPROC_DIR"],
+        )
+        if overrides:
+            cfg = cls(**{**cfg.__dict__, **overrides})
+        if cfg.default_beam > cfg.max_beam:
+            raise ValueError("DEFAULT_BEAM must not exceed MAX_BEAM")
+        return cfg
+
+
+def settings_markdown() -> str:
+    """The configuration table of README.md (kept in sync by a test)."""
+    rows = ["| Variable | Default | Used by | Meaning |", "|---|---|---|---|"]
+    for s in SETTINGS:
+        default = s.default if s.name != "APP_ROOT" else "(repository root)"
+        default = f"`{default}`" if default else "(empty)"
+        rows.append(f"| `{s.name}` | {default} | {s.group} | {s.help} |")
+    return "\n".join(rows) + "\n"

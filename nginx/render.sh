@@ -1,0 +1,29 @@
+#!/bin/sh
+# Render nginx/*.template into $NGINX_RUN_DIR/conf/ and create nginx's
+# run/temp directories. Used by start.sh, the tests and the nginx container.
+# All variables must be set (start.sh exports them from app/config.py;
+# docker-compose.yml sets them for the container).
+# Usage: nginx/render.sh [TEMPLATE_DIR]   -> prints the path of nginx.conf
+set -eu
+TEMPLATE_DIR=${1:-$(cd "$(dirname "$0")" && pwd)}
+for v in NGINX_RUN_DIR NGINX_WORKER_PROCESSES NGINX_ERROR_LOG NGINX_ACCESS_LOG \
+         APP_UPSTREAM BIND_HOST PORT MAX_BODY_BYTES STATIC_ROOT UPSTREAM_TIMEOUT; do
+    eval "val=\${$v-}"
+    if [ -z "$val" ]; then
+        echo "render.sh: $v is not set" >&2
+        exit 2
+    fi
+done
+# Only a root master may switch its workers to an unprivileged user.
+if [ "$(id -u)" = "0" ]; then
+    NGINX_USER_DIRECTIVE=${NGINX_USER_DIRECTIVE:-"user nobody nogroup;"}
+else
+    NGINX_USER_DIRECTIVE=""
+fi
+export NGINX_USER_DIRECTIVE
+VARS='${NGINX_USER_DIRECTIVE} ${NGINX_RUN_DIR} ${NGINX_WORKER_PROCESSES} ${NGINX_ERROR_LOG} ${NGINX_ACCESS_LOG} ${APP_UPSTREAM} ${BIND_HOST} ${PORT} ${MAX_BODY_BYTES} ${STATIC_ROOT} ${UPSTREAM_TIMEOUT}'
+mkdir -p "$NGINX_RUN_DIR/conf" "$NGINX_RUN_DIR/tmp"
+for d in client_body proxy fastcgi uwsgi scgi; do mkdir -p "$NGINX_RUN_DIR/tmp/$d"; done
+envsubst "$VARS" < "$TEMPLATE_DIR/nginx.conf.template" > "$NGINX_RUN_DIR/conf/nginx.conf"
+envsubst "$VARS" < "$TEMPLATE_DIR/modelserver.conf.template" > "$NGINX_RUN_DIR/conf/modelserver.conf"
+echo "$NGINX_RUN_DIR/conf/nginx.conf"

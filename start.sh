@@ -1,0 +1,236 @@
+#!/usr/bin/env bash
+# Run the model server (nginx -> uWSGI -> Flask).
+#
+#   ./start.sh            start: docker-compose if a Docker engine answers,
+#                         else the same stack natively; returns once /readyz is 200
+#   ./start.sh native     start natively even if Docker is available
+#   ./start.sh stop       stop exactly what start.sh started (pid files in $RUN_DIR)
+#   ./start.sh status     show what is running
+#   ./start.sh restart    stop + start
+#   ./start.sh reload     graceful zero-downtime redeploy (touch-chain-reload)
+#   ./start.sh uwsgi      run uWSGI in the foreground (the app container's command)
+#
+# Configuration: environment variables, defaults in app/config.py
+# (`python -m app env` prints them). PORT=9000 ./start.sh serves on :9000.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cd "$ROOT"
+READY_TIMEOUT=${READY_TIMEOUT:-300}
+
+log() { printf '[start.sh] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+python_bin() {
+    if [[ -x "$ROOT/.venv/bin/python" ]]; then echo "$ROOT/.venv/bin/python"; else command -v python3; fi
+}
+
+load_env() {
+    # Defaults for everything not set (single source: app/config.py).
+    local py; py=$(python_bin)
+    eval "$(cd "$ROOT" && "$py" -m app env)"
+    # The native/compose stack always runs with exact multi-worker metrics.
+    if [[ -z "${PROMETHEUS_MULTIPROC_DIR:-}" ]]; then
+        export PROMETHEUS_MULTIPROC_DIR="$RUN_DIR/prometheus"
+    fi
+}
+
+reset_metrics_dir() {
+    # Stale files from an earlier run would be summed into the new counts.
+    rm -rf "$PROMETHEUS_MULTIPROC_DIR"
+    mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+}
+
+prepare_dirs() {
+    mkdir -p "$RUN_DIR" "$(dirname "$TOUCH_RELOAD")" "$(dirname "$TOUCH_CHAIN_RELOAD")"
+    touch "$TOUCH_RELOAD" "$TOUCH_CHAIN_RELOAD"
+}
+
+# --- container command -------------------------------------------------------
+cmd_uwsgi() {
+    load_env
+    prepare_dirs
+    reset_metrics_dir
+    exec uwsgi --ini "$ROOT/app.ini"
+}
+
+# --- native stack -------------------------------------------------------------
+ensure_venv() {
+    if [[ ! -x "$ROOT/.venv/bin/python" ]]; then
+        log "creating .venv"
+        python3 -m venv "$ROOT/.venv"
+    fi
+    if [[ ! -x "$ROOT/.venv/bin/uwsgi" ]] || ! "$ROOT/.venv/bin/python" -c 'import flask, prometheus_client, PIL, cv2' 2>/dev/null; then
+        log "installing requirements.txt into .venv"
+        "$ROOT/.venv/bin/pip" install -q -r "$ROOT/requirements.txt"
+    fi
+    export VIRTUAL_ENV="$ROOT/.venv"
+}
+
+ensure_nginx() {
+    if ! command -v nginx >/dev/null 2>&1 && [[ ! -x /usr/sbin/nginx ]]; then
+        if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+            log "installing nginx (apt-get)"
+            DEBIAN_FRONTEND=noninteractive apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx gettext-base >/dev/null
+        else
+            die "nginx is not installed (install it, or run start.sh as root to apt-get it)"
+        fi
+    fi
+    command -v envsubst >/dev/null 2>&1 || die "envsubst (gettext-base) is not installed"
+}
+
+nginx_bin() { command -v nginx || echo /usr/sbin/nginx; }
+
+# pid_alive PIDFILE NAME: the pid in PIDFILE is alive and its command mentions NAME
+pid_alive() {
+    local f=$1 name=$2 pid
+    [[ -s "$f" ]] || return 1
+    pid=$(tr -dc '0-9' < "$f")
+    [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 1
+    tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qi "$name"
+}
+
+http_status() {
+    "$(python_bin)" - "$1" <<'PY' 2>/dev/null || echo 000
+import sys, urllib.request, urllib.error
+try:
+    with urllib.request.urlopen(sys.argv[1], timeout=5) as r:
+        print(r.status)
+except urllib.error.HTTPError as e:
+    print(e.code)
+except Exception:
+    print("000")
+PY
+}
+
+wait_ready() {
+    local url=$1 deadline=$((SECONDS + READY_TIMEOUT)) code
+    while (( SECONDS < deadline )); do
+        code=$(http_status "$url")
+        if [[ "$code" == 200 ]]; then
+            log "ready after ${SECONDS}s: $url"
+            return 0
+        fi
+        sleep 1
+    done
+    log "not ready after ${READY_TIMEOUT}s (last status $code); see $RUN_DIR/uwsgi.log and $NGINX_ERROR_LOG"
+    return 1
+}
+
+start_native() {
+    ensure_venv
+    ensure_nginx
+    load_env
+    local base="http://${BIND_HOST}:${PORT}"
+    [[ "$BIND_HOST" == 0.0.0.0 ]] && base="http://127.0.0.1:${PORT}"
+    if pid_alive "$APP_PIDFILE" uwsgi && pid_alive "$NGINX_RUN_DIR/nginx.pid" nginx; then
+        log "already running (uWSGI pid $(cat "$APP_PIDFILE"), nginx pid $(cat "$NGINX_RUN_DIR/nginx.pid"))"
+        wait_ready "$base/readyz"
+        echo "$base/"
+        return 0
+    fi
+    stop_native quiet
+    prepare_dirs
+    reset_metrics_dir
+    echo native > "$RUN_DIR/mode"
+
+    log "starting uWSGI ($WORKERS workers x $THREADS threads) on $APP_SOCKET"
+    setsid "$ROOT/.venv/bin/uwsgi" --ini "$ROOT/app.ini" >> "$RUN_DIR/uwsgi.log" 2>&1 < /dev/null &
+    local i
+    for i in $(seq 1 100); do pid_alive "$APP_PIDFILE" uwsgi && break; sleep 0.1; done
+    pid_alive "$APP_PIDFILE" uwsgi || { tail -20 "$RUN_DIR/uwsgi.log" >&2; die "uWSGI did not start"; }
+
+    local conf
+    conf=$("$ROOT/nginx/render.sh")
+    "$(nginx_bin)" -t -q -e "$NGINX_ERROR_LOG" -p "$NGINX_RUN_DIR" -c "$conf" || die "nginx config test failed"
+    log "starting nginx on $base"
+    "$(nginx_bin)" -e "$NGINX_ERROR_LOG" -p "$NGINX_RUN_DIR" -c "$conf"
+    wait_ready "$base/readyz" || die "the stack did not become ready"
+    echo "$base/"
+}
+
+# stop_pid PIDFILE NAME SIGNAL
+stop_pid() {
+    local f=$1 name=$2 sig=$3 pid i
+    if pid_alive "$f" "$name"; then
+        pid=$(tr -dc '0-9' < "$f")
+        log "stopping $name (pid $pid)"
+        kill "-$sig" "$pid" 2>/dev/null || true
+        for i in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        if kill -0 "$pid" 2>/dev/null; then
+            log "$name (pid $pid) did not stop in 30 s; killing it"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    fi
+    rm -f "$f"
+}
+
+stop_native() {
+    load_env
+    stop_pid "$NGINX_RUN_DIR/nginx.pid" nginx QUIT
+    stop_pid "$APP_PIDFILE" uwsgi TERM
+    rm -f "$RUN_DIR/mode"
+    [[ "${1:-}" == quiet ]] || log "stopped"
+}
+
+# --- docker -------------------------------------------------------------------
+compose() {
+    if docker compose version >/dev/null 2>&1; then docker compose "$@"; else docker-compose "$@"; fi
+}
+
+docker_available() { command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; }
+
+start_docker() {
+    mkdir -p "$ROOT/run" "$ROOT/var/reload"
+    touch "$ROOT/var/reload/reload" "$ROOT/var/reload/chain-reload"
+    compose up -d --build
+    echo docker > "$ROOT/run/mode"
+    local port=${PORT:-8080}
+    RUN_DIR="$ROOT/run" NGINX_ERROR_LOG="docker-compose logs" wait_ready "http://127.0.0.1:${port}/readyz" \
+        || die "the stack did not become ready (docker-compose logs)"
+    echo "http://127.0.0.1:${port}/"
+}
+
+cmd_start() {
+    if [[ "${1:-}" != native ]] && docker_available; then
+        start_docker
+    else
+        [[ "${1:-}" == native ]] || log "no Docker engine answers: starting the stack natively"
+        start_native
+    fi
+}
+
+cmd_stop() {
+    if [[ -f "$ROOT/run/mode" && $(cat "$ROOT/run/mode") == docker ]]; then
+        compose down
+        rm -f "$ROOT/run/mode"
+    else
+        stop_native
+    fi
+}
+
+cmd_status() {
+    load_env
+    if pid_alive "$APP_PIDFILE" uwsgi; then echo "uwsgi: running (pid $(cat "$APP_PIDFILE"))"; else echo "uwsgi: stopped"; fi
+    if pid_alive "$NGINX_RUN_DIR/nginx.pid" nginx; then echo "nginx: running (pid $(cat "$NGINX_RUN_DIR/nginx.pid"))"; else echo "nginx: stopped"; fi
+    echo "readyz: $(http_status "http://127.0.0.1:${PORT}/readyz")"
+}
+
+cmd_reload() {
+    load_env
+    mkdir -p "$(dirname "$TOUCH_CHAIN_RELOAD")"
+    touch "$TOUCH_CHAIN_RELOAD"
+    log "chain reload requested ($TOUCH_CHAIN_RELOAD)"
+}
+
+case "${1:-start}" in
+    start|up) cmd_start "${2:-}" ;;
+    native) cmd_start native ;;
+    stop|down) cmd_stop ;;
+    restart) cmd_stop; cmd_start "${2:-}" ;;
+    status) cmd_status ;;
+    reload) cmd_reload ;;
+    uwsgi) cmd_uwsgi ;;
+    *) echo "usage: $0 [start|native|stop|restart|status|reload|uwsgi]" >&2; exit 2 ;;
+esac
