@@ -1,0 +1,281 @@
+"""Encoder-decoder Transformer shared by training and serving.
+
+The architecture (pre-layer-norm, tied embeddings, sinusoidal positions) is defined once here.
+Training (training/translator/train.py) calls the model on padded batches; serving
+(app/translator.py) uses :class:`Decoder`, which wraps the same layers in ``tf.function``
+incremental decoders with a key/value cache: greedy search and beam search with length
+normalisation, batched, stopping when every row has produced end-of-sentence.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tensorflow as tf
+import keras
+
+PAD, UNK, BOS, EOS = 0, 1, 2, 3
+NEG = -1e9
+
+
+def positional_table(max_len: int, d_model: int) -> np.ndarray:
+    pos = np.arange(max_len)[:, None]
+    i = np.arange(d_model // 2)[None, :]
+    angle = pos / np.power(10000.0, 2 * i / d_model)
+    table = np.zeros((max_len, d_model), np.float32)
+    table[:, 0::2] = np.sin(angle)
+    table[:, 1::2] = np.cos(angle)
+    return table
+
+
+class Attention(keras.layers.Layer):
+    def __init__(self, d_model, heads, dropout, **kw):
+        super().__init__(**kw)
+        self.d_model, self.heads, self.dh = d_model, heads, d_model // heads
+        self.q = keras.layers.Dense(d_model, name="q")
+        self.k = keras.layers.Dense(d_model, name="k")
+        self.v = keras.layers.Dense(d_model, name="v")
+        self.o = keras.layers.Dense(d_model, name="o")
+        self.drop = keras.layers.Dropout(dropout)
+
+    def split(self, x):  # [B, T, d] -> [B, h, T, dh]
+        b = tf.shape(x)[0]
+        return tf.transpose(tf.reshape(x, [b, -1, self.heads, self.dh]), [0, 2, 1, 3])
+
+    def attend(self, q, k, v, bias, training=False):
+        w = tf.matmul(q, k, transpose_b=True) * (1.0 / math.sqrt(self.dh))
+        if bias is not None:
+            w = w + tf.cast(bias, w.dtype)
+        w = self.drop(tf.nn.softmax(w, axis=-1), training=training)
+        out = tf.transpose(tf.matmul(w, v), [0, 2, 1, 3])
+        return self.o(tf.reshape(out, [tf.shape(out)[0], -1, self.d_model]))
+
+    def call(self, x, memory, bias, training=False):
+        return self.attend(self.split(self.q(x)), self.split(self.k(memory)),
+                           self.split(self.v(memory)), bias, training)
+
+
+class FeedForward(keras.layers.Layer):
+    def __init__(self, d_model, ff, dropout, **kw):
+        super().__init__(**kw)
+        self.w1 = keras.layers.Dense(ff, activation="relu", name="w1")
+        self.w2 = keras.layers.Dense(d_model, name="w2")
+        self.drop = keras.layers.Dropout(dropout)
+
+    def call(self, x, training=False):
+        return self.w2(self.drop(self.w1(x), training=training))
+
+
+class EncoderLayer(keras.layers.Layer):
+    def __init__(self, d_model, heads, ff, dropout, **kw):
+        super().__init__(**kw)
+        self.ln1 = keras.layers.LayerNormalization(epsilon=1e-6, name="ln1")
+        self.att = Attention(d_model, heads, dropout, name="att")
+        self.ln2 = keras.layers.LayerNormalization(epsilon=1e-6, name="ln2")
+        self.ffn = FeedForward(d_model, ff, dropout, name="ffn")
+        self.drop = keras.layers.Dropout(dropout)
+
+    def call(self, x, bias, training=False):
+        h = self.ln1(x)
+        x = x + self.drop(self.att(h, h, bias, training=training), training=training)
+        return x + self.drop(self.ffn(self.ln2(x), training=training), training=training)
+
+
+class DecoderLayer(keras.layers.Layer):
+    def __init__(self, d_model, heads, ff, dropout, **kw):
+        super().__init__(**kw)
+        self.ln1 = keras.layers.LayerNormalization(epsilon=1e-6, name="ln1")
+        self.self_att = Attention(d_model, heads, dropout, name="self_att")
+        self.ln2 = keras.layers.LayerNormalization(epsilon=1e-6, name="ln2")
+        self.cross = Attention(d_model, heads, dropout, name="cross")
+        self.ln3 = keras.layers.LayerNormalization(epsilon=1e-6, name="ln3")
+        self.ffn = FeedForward(d_model, ff, dropout, name="ffn")
+        self.drop = keras.layers.Dropout(dropout)
+
+    def call(self, x, enc, self_bias, src_bias, training=False):
+        h = self.ln1(x)
+        x = x + self.drop(self.self_att(h, h, self_bias, training=training), training=training)
+        x = x + self.drop(self.cross(self.ln2(x), enc, src_bias, training=training), training=training)
+        return x + self.drop(self.ffn(self.ln3(x), training=training), training=training)
+
+    def step(self, x, cache_k, cache_v, cross_k, cross_v, src_bias):
+        """One decoding position: x [B, 1, d]; caches [B, h, t, dh] -> (x, new caches)."""
+        h = self.ln1(x)
+        a = self.self_att
+        cache_k = tf.concat([cache_k, a.split(a.k(h))], axis=2)
+        cache_v = tf.concat([cache_v, a.split(a.v(h))], axis=2)
+        x = x + a.attend(a.split(a.q(h)), cache_k, cache_v, None)
+        c = self.cross
+        x = x + c.attend(c.split(c.q(self.ln2(x))), cross_k, cross_v, src_bias)
+        return x + self.ffn(self.ln3(x)), cache_k, cache_v
+
+
+class Transformer(keras.Model):
+    """Pre-LN encoder-decoder with one embedding matrix shared by source, target and output."""
+
+    def __init__(self, vocab_size, d_model=256, heads=4, ff=1024, enc_layers=3, dec_layers=3,
+                 dropout=0.1, max_len=512, **kw):
+        super().__init__(**kw)
+        self.config = dict(vocab_size=vocab_size, d_model=d_model, heads=heads, ff=ff,
+                           enc_layers=enc_layers, dec_layers=dec_layers, dropout=dropout,
+                           max_len=max_len)
+        self.d_model = d_model
+        self.emb = keras.layers.Embedding(
+            vocab_size, d_model, name="emb",
+            embeddings_initializer=keras.initializers.RandomNormal(stddev=d_model ** -0.5))
+        self.pos = tf.constant(positional_table(max_len, d_model))
+        self.enc_layers = [EncoderLayer(d_model, heads, ff, dropout, name=f"enc{i}")
+                           for i in range(enc_layers)]
+        self.dec_layers = [DecoderLayer(d_model, heads, ff, dropout, name=f"dec{i}")
+                           for i in range(dec_layers)]
+        self.enc_ln = keras.layers.LayerNormalization(epsilon=1e-6, name="enc_ln")
+        self.dec_ln = keras.layers.LayerNormalization(epsilon=1e-6, name="dec_ln")
+        self.drop = keras.layers.Dropout(dropout)
+
+    def embed(self, ids, offset=0):
+        t = tf.shape(ids)[1]
+        x = self.emb(ids)
+        return x * math.sqrt(self.d_model) + tf.cast(self.pos[offset:offset + t], x.dtype)
+
+    def encode(self, src, training=False):
+        src_bias = tf.cast(tf.equal(src, PAD), tf.float32)[:, None, None, :] * NEG
+        x = self.drop(self.embed(src), training=training)
+        for layer in self.enc_layers:
+            x = layer(x, src_bias, training=training)
+        return self.enc_ln(x), src_bias
+
+    def logits(self, x):
+        x = self.dec_ln(x)
+        return tf.matmul(x, tf.cast(self.emb.embeddings, x.dtype), transpose_b=True)
+
+    def decode(self, tgt_in, enc, src_bias, training=False):
+        t = tf.shape(tgt_in)[1]
+        causal = (1.0 - tf.linalg.band_part(tf.ones([t, t]), -1, 0))[None, None] * NEG
+        x = self.drop(self.embed(tgt_in), training=training)
+        for layer in self.dec_layers:
+            x = layer(x, enc, causal, src_bias, training=training)
+        return self.logits(x)
+
+    def call(self, inputs, training=False):
+        src, tgt_in = inputs
+        enc, src_bias = self.encode(src, training=training)
+        return self.decode(tgt_in, enc, src_bias, training=training)
+
+    def build_weights(self):
+        """Create all variables by running a tiny batch (needed before loading weights)."""
+        self((tf.ones([1, 2], tf.int32), tf.ones([1, 2], tf.int32)))
+        return self
+
+
+def length_penalty(length, alpha):
+    """GNMT length normalisation ((5 + len) / 6) ** alpha."""
+    return tf.pow((5.0 + tf.cast(length, tf.float32)) / 6.0, alpha)
+
+
+class Decoder:
+    """Batched incremental decoding over a trained :class:`Transformer` (inference only)."""
+
+    def __init__(self, model: Transformer):
+        self.m = model
+        self._beam = {}
+        spec = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([], tf.int32)]
+        self.greedy = tf.function(self._greedy, input_signature=spec)
+        # Never emit padding, unknown or begin-of-sentence tokens.
+        suppress = np.zeros(model.config["vocab_size"], np.float32)
+        suppress[[PAD, UNK, BOS]] = NEG
+        self.suppress = tf.constant(suppress)
+
+    def _start(self, src, rows):
+        """Encode src, repeat each row `rows` times, precompute cross-attention keys/values."""
+        enc, src_bias = self.m.encode(src)
+        enc = tf.repeat(enc, rows, axis=0)
+        src_bias = tf.repeat(src_bias, rows, axis=0)
+        cross = [(l.cross.split(l.cross.k(enc)), l.cross.split(l.cross.v(enc)))
+                 for l in self.m.dec_layers]
+        n = tf.shape(enc)[0]
+        a = self.m.dec_layers[0].self_att
+        empty = tf.zeros([n, a.heads, 0, a.dh])
+        caches = [(empty, empty) for _ in self.m.dec_layers]
+        return cross, src_bias, caches
+
+    def _step(self, tok, t, caches, cross, src_bias):
+        x = self.m.emb(tok[:, None]) * math.sqrt(self.m.d_model) + self.m.pos[t][None, None, :]
+        new = []
+        for layer, (ck, cv), (xk, xv) in zip(self.m.dec_layers, caches, cross):
+            x, ck, cv = layer.step(x, ck, cv, xk, xv, src_bias)
+            new.append((ck, cv))
+        return self.m.logits(x)[:, 0] + self.suppress, new
+
+    def _cache_shapes(self):
+        a = self.m.dec_layers[0].self_att
+        s = tf.TensorShape([None, a.heads, None, a.dh])
+        return [(s, s) for _ in self.m.dec_layers]
+
+    def _greedy(self, src, max_len):
+        b = tf.shape(src)[0]
+        cross, src_bias, caches = self._start(src, 1)
+
+        def cond(t, tok, done, out, caches):
+            return tf.logical_and(t < max_len, tf.logical_not(tf.reduce_all(done)))
+
+        def body(t, tok, done, out, caches):
+            logits, caches = self._step(tok, t, caches, cross, src_bias)
+            nxt = tf.where(done, PAD, tf.argmax(logits, -1, output_type=tf.int32))
+            done = tf.logical_or(done, tf.equal(nxt, EOS))
+            return t + 1, nxt, done, out.write(t, nxt), caches
+
+        init = (tf.constant(0), tf.fill([b], BOS), tf.zeros([b], tf.bool),
+                tf.TensorArray(tf.int32, size=0, dynamic_size=True), caches)
+        shapes = (tf.TensorShape([]), tf.TensorShape([None]), tf.TensorShape([None]),
+                  tf.TensorShape(None), self._cache_shapes())
+        _, _, _, out, _ = tf.while_loop(cond, body, init, shape_invariants=shapes)
+        return tf.reshape(tf.transpose(out.stack()), [b, -1])
+
+    def beam(self, k: int):
+        """The tf.function beam search of width k: fn(src [B,S] int32, max_len, alpha) -> [B,T]."""
+        if k not in self._beam:
+            spec = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([], tf.int32),
+                    tf.TensorSpec([], tf.float32)]
+            self._beam[k] = tf.function(lambda s, m, a: self._beam_search(s, m, a, k),
+                                        input_signature=spec)
+        return self._beam[k]
+
+    def _beam_search(self, src, max_len, alpha, k):
+        b = tf.shape(src)[0]
+        vocab = self.m.config["vocab_size"]
+        cross, src_bias, caches = self._start(src, k)
+        # Only beam 0 is live at the start, so the first step does not pick k copies.
+        scores = tf.tile(tf.constant([[0.0] + [NEG] * (k - 1)]), [b, 1])
+        # A finished beam may only continue with PAD, at no cost.
+        pad_row = tf.one_hot(PAD, vocab, on_value=0.0, off_value=NEG)
+        base = (tf.range(b) * k)[:, None]
+
+        def cond(t, tok, scores, lengths, done, seqs, caches):
+            return tf.logical_and(t < max_len, tf.logical_not(tf.reduce_all(done)))
+
+        def body(t, tok, scores, lengths, done, seqs, caches):
+            logits, caches = self._step(tok, t, caches, cross, src_bias)
+            logp = tf.reshape(tf.nn.log_softmax(logits), [b, k, vocab])
+            logp = tf.where(done[:, :, None], pad_row[None, None, :], logp)
+            raw = scores[:, :, None] + logp
+            cand_len = tf.where(done, lengths, t + 1)
+            norm = raw / length_penalty(cand_len, alpha)[:, :, None]
+            _, idx = tf.math.top_k(tf.reshape(norm, [b, k * vocab]), k)
+            beam_idx, nxt = idx // vocab, idx % vocab
+            scores = tf.gather(tf.reshape(raw, [b, k * vocab]), idx, batch_dims=1)
+            lengths = tf.gather(cand_len, beam_idx, batch_dims=1)
+            done = tf.logical_or(tf.gather(done, beam_idx, batch_dims=1), tf.equal(nxt, EOS))
+            seqs = tf.concat([tf.gather(seqs, beam_idx, batch_dims=1), nxt[:, :, None]], axis=2)
+            rows = tf.reshape(base + beam_idx, [-1])
+            caches = [(tf.gather(ck, rows), tf.gather(cv, rows)) for ck, cv in caches]
+            return t + 1, tf.reshape(nxt, [-1]), scores, lengths, done, seqs, caches
+
+        init = (tf.constant(0), tf.fill([b * k], BOS), scores, tf.zeros([b, k], tf.int32),
+                tf.zeros([b, k], tf.bool), tf.zeros([b, k, 0], tf.int32), caches)
+        shapes = (tf.TensorShape([]), tf.TensorShape([None]), tf.TensorShape([None, k]),
+                  tf.TensorShape([None, k]), tf.TensorShape([None, k]),
+                  tf.TensorShape([None, k, None]), self._cache_shapes())
+        _, _, scores, lengths, _, seqs, _ = tf.while_loop(cond, body, init,
+                                                         shape_invariants=shapes)
+        best = tf.argmax(scores / length_penalty(lengths, alpha), axis=1, output_type=tf.int32)
+        return tf.gather(seqs, best, batch_dims=1)

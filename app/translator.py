@@ -1,0 +1,228 @@
+"""English->Spanish translator: loading, pre/post-processing, batched decoding, lock, metadata.
+
+The artifact directory (models/translator/) holds ``config.json`` (architecture),
+``weights.npz`` (float16), ``spm.model`` (SentencePiece) and ``metadata.json``.
+
+``Translator.translate(texts, beam)`` splits each text into sentences, translates all sentences of
+all texts in a few length-bucketed batches (each one ``tf.function`` call with a key/value cache),
+and rejoins them. Texts longer than :data:`MAX_CHARS` are refused with :class:`InputTooLong`,
+never truncated.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import sys
+import threading
+import time
+import unicodedata
+from pathlib import Path
+
+import numpy as np
+
+MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "translator"
+MAX_CHARS = 5000          # per text; longer texts are refused (422 over HTTP)
+MAX_SENTENCE_TOKENS = 60  # longer sentences are cut at commas / word boundaries before decoding
+MAX_BATCH = 64            # sentences per decoder call
+BEAM_ALPHA = 0.6          # GNMT length-normalisation exponent for beam search
+
+_SENTENCE_END = re.compile(r"(?<=[.!?…;])[\"'”’)\]]*\s+(?=[\"'“‘(\[¿¡]?[A-Z0-9À-Ý])")
+_LONE_I = re.compile(r"\bi\b")
+
+
+class InputTooLong(ValueError):
+    """A text is over MAX_CHARS characters."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split a paragraph into sentences (after . ! ? … ; when a capital or digit follows)."""
+    out = []
+    for line in text.splitlines():
+        out.extend(s.strip() for s in _SENTENCE_END.split(line) if s.strip())
+    return out
+
+
+def is_shouting(sentence: str) -> bool:
+    letters = [c for c in sentence if c.isalpha()]
+    return len(letters) >= 2 and all(c.isupper() for c in letters if c.lower() != c)
+
+
+def sentence_case(sentence: str) -> str:
+    """'I HAVE A HOUSE.' -> 'I have a house.' (the model saw almost no all-caps text)."""
+    low = _LONE_I.sub("I", sentence.lower())
+    return low[:1].upper() + low[1:]
+
+
+class Translator:
+    """One loaded translator. Thread-safe: decoding runs under the instance's own lock."""
+
+    def __init__(self, model, sp, metadata: dict):
+        from app.transformer import Decoder
+        self.model = model
+        self.sp = sp
+        self.decoder = Decoder(model)
+        self.metadata = metadata
+        self.lock = threading.Lock()
+
+    @classmethod
+    def load(cls, model_dir: str | os.PathLike = MODEL_DIR) -> "Translator":
+        import sentencepiece as spm
+        from app.transformer import Transformer
+
+        t0 = time.perf_counter()
+        model_dir = Path(model_dir)
+        config = json.loads((model_dir / "config.json").read_text())
+        config["dropout"] = 0.0
+        model = Transformer(**config).build_weights()
+        with np.load(model_dir / "weights.npz") as data:
+            names = [str(n) for n in data["names"]]
+            values = [data[f"w{i:03d}"].astype(np.float32) for i in range(len(names))]
+        have = [v.path for v in model.weights]
+        if have != names:
+            raise ValueError(f"weights.npz does not match config.json: {names[:3]}... vs {have[:3]}...")
+        model.set_weights(values)
+        sp = spm.SentencePieceProcessor(model_file=str(model_dir / "spm.model"))
+        meta_path = model_dir / "metadata.json"
+        metadata = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        metadata.setdefault("name", "translator-en-es")
+        metadata.setdefault("version", "unversioned")
+        metadata["sha256"] = sha256_file(model_dir / "weights.npz")
+        metadata["load_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+        return cls(model, sp, metadata)
+
+    def warmup(self) -> None:
+        """Trace the decoders (greedy and beam 4) so the first request is not slow."""
+        t0 = time.perf_counter()
+        self.translate(["Hello.", "How are you today, my friend? I am fine."], beam=1)
+        self.translate(["Hello."], beam=4)
+        self.metadata["warmup_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+
+    # -- pre-processing -------------------------------------------------------------------
+    def _pieces(self, sentence: str) -> list[list[int]]:
+        """Token ids of a sentence, cut into chunks of <= MAX_SENTENCE_TOKENS - 1 ids."""
+        ids = self.sp.encode(sentence)
+        if len(ids) < MAX_SENTENCE_TOKENS:
+            return [ids]
+        parts = [p for p in re.split(r"(?<=[,:;])\s+", sentence) if p]
+        if len(parts) == 1:
+            words = sentence.split()
+            half = max(1, len(words) // 2)
+            if len(words) == 1:  # one enormous "word": cut its pieces
+                step = MAX_SENTENCE_TOKENS - 1
+                return [ids[i:i + step] for i in range(0, len(ids), step)]
+            parts = [" ".join(words[:half]), " ".join(words[half:])]
+        else:
+            half = len(parts) // 2
+            parts = [" ".join(parts[:half]), " ".join(parts[half:])]
+        return [c for p in parts for c in self._pieces(p)]
+
+    # -- decoding -------------------------------------------------------------------------
+    def _decode_batch(self, batch: list[list[int]], beam: int) -> list[list[int]]:
+        import tensorflow as tf
+        from app.transformer import EOS
+
+        longest = max(len(ids) for ids in batch) + 1
+        src = np.zeros((len(batch), longest), np.int32)
+        for r, ids in enumerate(batch):
+            src[r, :len(ids) + 1] = ids + [EOS]
+        max_len = tf.constant(min(int(longest * 1.5) + 10, 256), tf.int32)
+        with self.lock:
+            if beam <= 1:
+                out = self.decoder.greedy(tf.constant(src), max_len)
+            else:
+                out = self.decoder.beam(beam)(tf.constant(src), max_len,
+                                              tf.constant(BEAM_ALPHA, tf.float32))
+        result = []
+        for row in out.numpy().tolist():
+            if EOS in row:
+                row = row[:row.index(EOS)]
+            result.append([t for t in row if t > EOS])
+        return result
+
+    def translate_ids(self, sources: list[list[int]], beam: int = 1) -> list[list[int]]:
+        """Decode many token-id sequences, batched by similar length; results in input order."""
+        order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+        out: list[list[int]] = [[] for _ in sources]
+        for start in range(0, len(order), MAX_BATCH):
+            idx = order[start:start + MAX_BATCH]
+            for i, ids in zip(idx, self._decode_batch([sources[i] for i in idx], beam)):
+                out[i] = ids
+        return out
+
+    def translate(self, texts: list[str], beam: int = 1) -> list[str]:
+        """Translate each text (one or more sentences). Raises InputTooLong over MAX_CHARS."""
+        for i, text in enumerate(texts):
+            if len(text) > MAX_CHARS:
+                raise InputTooLong(f"text {i} has {len(text)} characters; the limit is {MAX_CHARS}")
+        # Each text is lines of sentences of chunks; identical chunks are decoded once.
+        unique: dict[tuple[int, ...], int] = {}
+        layout: list[list[list[tuple[int, bool]]]] = []
+        for text in texts:
+            lines = []
+            for line in unicodedata.normalize("NFC", text).splitlines() or [""]:
+                chunks = []
+                for sentence in split_sentences(line):
+                    shout = is_shouting(sentence)
+                    for ids in self._pieces(sentence_case(sentence) if shout else sentence):
+                        chunks.append((unique.setdefault(tuple(ids), len(unique)), shout))
+                lines.append(chunks)
+            layout.append(lines)
+        decoded = self.translate_ids([list(k) for k in unique], beam)
+        words = [self.sp.decode(ids) for ids in decoded]
+        return ["\n".join(" ".join(words[u].upper() if shout else words[u] for u, shout in chunks)
+                          for chunks in lines).strip()
+                for lines in layout]
+
+
+def cli_main(argv: list[str] | None = None) -> int:
+    """`python -m app translate`: one English line in, one Spanish line out, in order."""
+    ap = argparse.ArgumentParser(prog="python -m app translate", description=cli_main.__doc__)
+    ap.add_argument("--beam", type=int, default=1, help="beam width (1 = greedy)")
+    ap.add_argument("--model-dir", default=os.environ.get("TRANSLATOR_DIR", str(MODEL_DIR)))
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                    help="TensorFlow intra-op threads")
+    ap.add_argument("--chunk", type=int, default=512, help="lines decoded per batch call")
+    args = ap.parse_args(argv)
+    if args.beam < 1 or args.beam > 16:
+        ap.error("--beam must be between 1 and 16")
+
+    import tensorflow as tf
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    translator = Translator.load(args.model_dir)
+    stdin = open(sys.stdin.fileno(), encoding="utf-8", errors="replace", newline=None, closefd=False)
+    status = 0
+    lines: list[str] = []
+
+    def flush():
+        nonlocal status
+        ok = [l if len(l) <= MAX_CHARS else "" for l in lines]
+        for n, l in enumerate(lines):
+            if len(l) > MAX_CHARS:
+                print(f"line {flush.done + n + 1}: {len(l)} characters, over the limit of "
+                      f"{MAX_CHARS}; refused (empty output line)", file=sys.stderr)
+                status = 2
+        for out in translator.translate(ok, beam=args.beam):
+            sys.stdout.write(out.replace("\n", " ") + "\n")
+        sys.stdout.flush()
+        flush.done += len(lines)
+        lines.clear()
+
+    flush.done = 0
+    for line in stdin:
+        lines.append(line.rstrip("\r\n"))
+        if len(lines) >= args.chunk:
+            flush()
+    flush()
+    return status
