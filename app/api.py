@@ -147,8 +147,8 @@ def readyz():
     body = {"pid": os.getpid(), "models": reg.status()}
     if reg.ready:
         return jsonify({"status": "ready", **body})
-    not_ready = [n for n, st in reg.states.items() if st.status != "ready"]
-    raise ApiError(503, "not_ready", "models not ready: " + ", ".join(not_ready), **body)
+    missing = reg.not_ready() or ["(no model enabled)"]
+    raise ApiError(503, "not_ready", "models not ready: " + ", ".join(missing), **body)
 
 
 @bp.get("/version")

@@ -45,6 +45,8 @@ SETTINGS: tuple[Setting, ...] = (
        "If set and the file exists, its first line overrides APP_REVISION (read at worker start)."),
     _s("app", "NOSE_MODEL_DIR", "models/nose_tracker", "Directory with nose_tracker.pb (+ metadata.json)."),
     _s("app", "TRANSLATOR_MODEL_DIR", "models/translator", "Directory of the exported translator."),
+    _s("app", "ENABLED_MODELS", "nose_tracker,translator",
+       "Models this deployment serves (comma-separated); /readyz waits for these only."),
     _s("app", "MODEL_LOADING", "sync",
        "When a worker loads its models: sync (before serving), background (serve at once, /readyz 503 "
        "until loaded) or off (no models; every model endpoint answers 503)."),
@@ -165,6 +167,7 @@ class Config:
     revision_file: str
     nose_model_dir: str
     translator_model_dir: str
+    enabled_models: tuple
     model_loading: str
     model_warmup: bool
     tf_intra_op_threads: int
@@ -186,6 +189,10 @@ class Config:
         loading = eff["MODEL_LOADING"].strip().lower()
         if loading not in ("sync", "background", "off"):
             raise ValueError(f"MODEL_LOADING={loading!r}: expected sync, background or off")
+        enabled = tuple(m.strip() for m in eff["ENABLED_MODELS"].split(",") if m.strip())
+        unknown = set(enabled) - {"nose_tracker", "translator"}
+        if unknown:
+            raise ValueError(f"ENABLED_MODELS: unknown model(s) {sorted(unknown)}")
         revision = eff["APP_REVISION"]
         rev_file = eff["APP_REVISION_FILE"]
         if rev_file and os.path.isfile(rev_file):
@@ -197,6 +204,7 @@ class Config:
             revision_file=rev_file,
             nose_model_dir=eff["NOSE_MODEL_DIR"],
             translator_model_dir=eff["TRANSLATOR_MODEL_DIR"],
+            enabled_models=enabled,
             model_loading=loading,
             model_warmup=_bool(eff, "MODEL_WARMUP"),
             tf_intra_op_threads=_int(eff, "TF_INTRA_OP_THREADS", 0),

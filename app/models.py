@@ -90,13 +90,19 @@ class ModelRegistry:
                     for st in self.states.values():
                         st.status, st.error = "disabled", "model loading is off (MODEL_LOADING=off)"
                     return
-                translator_module = self._import_translator()
+                for name, st in self.states.items():
+                    if name not in self.cfg.enabled_models:
+                        st.status, st.error = "disabled", "not in ENABLED_MODELS"
+                translator_module = None
+                if TRANSLATOR in self.cfg.enabled_models:
+                    translator_module = self._import_translator()
                 try:
                     self.threads = configure_threads(self.cfg, with_tf=translator_module is not None)
                 except Exception as exc:  # pragma: no cover - TF import failure
                     log.exception("configuring thread pools failed")
                     self.threads = {"error": str(exc)}
-                self._load(NOSE, self._load_nose)
+                if NOSE in self.cfg.enabled_models:
+                    self._load(NOSE, self._load_nose)
                 if translator_module is not None:
                     self._load(TRANSLATOR, lambda: self._load_translator(translator_module))
             finally:
@@ -159,7 +165,12 @@ class ModelRegistry:
     # --- access ------------------------------------------------------------
     @property
     def ready(self) -> bool:
-        return all(st.status == "ready" for st in self.states.values())
+        """Every enabled model loaded and warmed (and at least one enabled)."""
+        enabled = [st for n, st in self.states.items() if n in self.cfg.enabled_models]
+        return bool(enabled) and all(st.status == "ready" for st in enabled)
+
+    def not_ready(self) -> list[str]:
+        return [n for n, st in self.states.items() if n in self.cfg.enabled_models and st.status != "ready"]
 
     def get(self, name: str):
         """The loaded model, or None when it is not (yet) available."""

@@ -100,6 +100,10 @@ class NoseTracker:
         meta.setdefault("name", "nose_tracker")
         meta.setdefault("version", f"sha256:{sha[:12]}")
         meta["version"] = str(meta["version"])
+        declared = meta.get("sha256")
+        if declared and declared != sha:
+            log.warning("%s: metadata sha256 %s does not match the file's %s", pb, declared, sha)
+            meta["metadata_sha256_mismatch"] = True
         meta["sha256"] = sha
         meta["file"] = MODEL_FILE
         meta["size_bytes"] = os.path.getsize(pb)

@@ -1,0 +1,93 @@
+"""Redeploys while a client keeps sending requests: no request may fail.
+
+Runs after test_e2e.py (file order) since it replaces the workers.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import requests
+
+from conftest import b64, synthetic_face
+
+RELOAD_TIMEOUT = float(os.environ.get("E2E_RELOAD_TIMEOUT", "240"))
+
+
+class Client(threading.Thread):
+    """Keeps sending /version and /image-64 requests; records every answer."""
+
+    def __init__(self, stack):
+        super().__init__(daemon=True)
+        self.stack = stack
+        self.stop = threading.Event()
+        self.results: list[tuple[float, int, str | None, int | None]] = []  # (t, status, revision, pid)
+        self.failures: list[str] = []
+        self.img = b64(synthetic_face(100, 100, 21))
+
+    def run(self):
+        i = 0
+        while not self.stop.is_set():
+            i += 1
+            try:
+                if i % 2:
+                    r = self.stack.get("/version", timeout=120)
+                    rev = r.json()["app"]["revision"] if r.status_code == 200 else None
+                    pid = r.json()["worker"]["pid"] if r.status_code == 200 else None
+                else:
+                    r = self.stack.post("/image-64", json={"image": self.img}, timeout=120)
+                    rev, pid = None, None
+                self.results.append((time.time(), r.status_code, rev, pid))
+                if r.status_code != 200:
+                    self.failures.append(f"{r.status_code}: {r.text[:200]}")
+            except requests.RequestException as exc:
+                self.failures.append(repr(exc))
+            time.sleep(0.02)
+
+
+def _redeploy(stack, touch_file: str, new_rev: str):
+    old_pids = set(stack.worker_pids())
+    client = Client(stack)
+    client.start()
+    try:
+        time.sleep(0.5)
+        stack.revision_file.write_text(new_rev + "\n")
+        t_touch = time.time()
+        os.utime(touch_file)
+        deadline = t_touch + RELOAD_TIMEOUT
+        new_pids: set[int] = set()
+        while time.time() < deadline:
+            new_pids = {pid for t, s, rev, pid in client.results if t > t_touch and rev == new_rev}
+            if len(new_pids) >= 2 and not (set(stack.worker_pids()) & old_pids):
+                break
+            time.sleep(0.5)
+        elapsed = time.time() - t_touch
+        time.sleep(1)
+    finally:
+        client.stop.set()
+        client.join(150)
+    assert not client.failures, client.failures[:5]
+    assert len(new_pids) >= 2, (new_pids, stack.log_tail())
+    assert not (new_pids & old_pids)
+    assert not (set(stack.worker_pids()) & old_pids)
+    # once the new revision answered, the old one never answers again
+    first_new = min(t for t, s, rev, pid in client.results if rev == new_rev)
+    assert all(rev in (None, new_rev) for t, s, rev, pid in client.results if t > first_new + 0.001 and pid in new_pids)
+    served = sum(1 for t, s, rev, pid in client.results if t > t_touch)
+    print(f"\n[reload] {os.path.basename(touch_file)}: new workers serving after {elapsed:.1f}s, "
+          f"{served} requests during the reload, 0 failed")
+    return elapsed
+
+
+def test_chain_reload_zero_downtime(stack):
+    _redeploy(stack, stack.env["TOUCH_CHAIN_RELOAD"], "rev-2")
+    assert stack.get("/readyz").status_code == 200
+
+
+def test_touch_reload_whole_app(stack):
+    _redeploy(stack, stack.env["TOUCH_RELOAD"], "rev-3")
+    r = stack.get("/version")
+    assert r.json()["app"]["revision"] == "rev-3"
+    # exact counters survive worker replacement (files of dead workers are kept)
+    assert stack.get("/api/stats").json()["summary"]["base64"] >= 100
