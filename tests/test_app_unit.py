@@ -1,0 +1,160 @@
+"""The Flask app in-process (test client): validation, errors, readiness, pages.
+
+The translator here is a stub defined in this test file only, so validation
+and error paths are tested without loading TensorFlow models; the real models
+are exercised by test_e2e.py.
+"""
+from __future__ import annotations
+
+import base64
+import threading
+
+import pytest
+
+from app import create_app
+from app.config import Config
+from app.models import NOSE, TRANSLATOR, ModelRegistry
+from conftest import ROOT, synthetic_face
+
+
+class StubTranslator:
+    """Test double: upper-cases the text (never shipped)."""
+    metadata = {"name": "stub", "version": "stub-1", "sha256": "0" * 64}
+
+    def __init__(self):
+        self.calls = []
+
+    def translate(self, texts, beam=1):
+        self.calls.append((list(texts), beam))
+        return [t.upper() for t in texts]
+
+
+def make_app(**overrides):
+    cfg = Config.from_env({"ENABLED_MODELS": "nose_tracker,translator", "MODEL_LOADING": "off",
+                           "MAX_BODY_BYTES": "65536", "MAX_IMAGE_PIXELS": "1000000"}, **overrides)
+    reg = ModelRegistry(cfg)
+    return cfg, reg, create_app(cfg, registry=reg)
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    cfg, reg, app = make_app()
+    reg.cfg = Config.from_env({"ENABLED_MODELS": "nose_tracker"})
+    reg.load_all()  # the real nose model
+    assert reg.states[NOSE].status == "ready", reg.states[NOSE].error
+    reg.cfg = cfg
+    st = reg.states[TRANSLATOR]
+    st.model, st.status, st.error, st.metadata = StubTranslator(), "ready", None, StubTranslator.metadata
+    return app.test_client(), reg
+
+
+def test_not_ready_is_503_everywhere():
+    _, reg, app = make_app()
+    reg.load_all()  # MODEL_LOADING=off
+    c = app.test_client()
+    assert c.get("/healthz").status_code == 200
+    r = c.get("/readyz")
+    assert r.status_code == 503 and r.json["error"]["code"] == "not_ready"
+    assert r.json["error"]["models"]["translator"]["status"] == "disabled"
+    img = base64.b64encode(synthetic_face()).decode()
+    assert c.post("/image-64", json={"image": img}).status_code == 503
+    r = c.post("/api/translate", json={"text": "hi"})
+    assert r.status_code == 503 and r.json["error"]["code"] == "not_ready"
+    r = c.post("/result", data={"English": "hello"})
+    assert r.status_code == 503 and "not ready" in r.get_data(as_text=True)
+
+
+def test_background_loading_readyz_turns_200():
+    cfg = Config.from_env({"ENABLED_MODELS": "nose_tracker", "MODEL_LOADING": "background"})
+    reg = ModelRegistry(cfg)
+    gate = threading.Event()
+    real = reg._load_nose
+    reg._load_nose = lambda: (gate.wait(30), real())[1]
+    reg.start_background()
+    app = create_app(cfg, registry=reg)
+    c = app.test_client()
+    assert c.get("/readyz").status_code == 503  # still loading
+    gate.set()
+    assert reg.wait(60)
+    r = c.get("/readyz")
+    assert r.status_code == 200 and r.json["models"]["nose_tracker"]["status"] == "ready"
+
+
+def test_flask_body_limit_413_json(loaded):
+    c, _ = loaded
+    r = c.post("/image-64", data=b"{" + b" " * 70000 + b"}", content_type="application/json")
+    assert r.status_code == 413 and r.json["error"]["code"] == "payload_too_large"
+    assert "65536" in r.json["error"]["message"]
+
+
+def test_translate_batch_one_call(loaded):
+    c, reg = loaded
+    stub = reg.states[TRANSLATOR].model
+    stub.calls.clear()
+    r = c.post("/api/translate", json={"texts": ["a", "b", ""], "beam": 3})
+    assert r.status_code == 200
+    assert r.json["translations"] == ["A", "B", ""] and r.json["beam"] == 3
+    assert stub.calls == [(["a", "b", ""], 3)]  # one batched call
+
+
+def test_input_too_long_from_translator_is_422(loaded, monkeypatch):
+    c, reg = loaded
+    max_chars, too_long = reg.translator_limits()
+
+    def raise_(texts, beam=1):
+        raise too_long("sentence too long for the model")
+
+    monkeypatch.setattr(reg.states[TRANSLATOR].model, "translate", raise_)
+    r = c.post("/api/translate", json={"text": "fine length"})
+    assert r.status_code == 422 and r.json["error"]["message"] == "sentence too long for the model"
+
+
+def test_result_page_escapes(loaded):
+    c, _ = loaded
+    r = c.post("/result", data={"English": "<script>x</script>"})
+    html = r.get_data(as_text=True)
+    assert r.status_code == 200
+    assert "&lt;script&gt;x&lt;/script&gt;" in html and "&lt;SCRIPT&gt;X&lt;/SCRIPT&gt;" in html
+    assert "<script>" not in html.lower()
+
+
+def test_request_id_echo_and_generation(loaded):
+    c, _ = loaded
+    assert c.get("/healthz", headers={"X-Request-ID": "abc-123"}).headers["X-Request-ID"] == "abc-123"
+    rid = c.get("/healthz", headers={"X-Request-ID": "x" * 500}).headers["X-Request-ID"]
+    assert len(rid) == 32 and rid != "x" * 500
+
+
+def test_json_404_405_for_api_html_for_pages(loaded):
+    c, _ = loaded
+    r = c.get("/api/unknown")
+    assert r.status_code == 404 and r.json["error"]["code"] == "not_found"
+    r = c.delete("/api/translate")
+    assert r.status_code == 405 and r.json["error"]["code"] == "method_not_allowed"
+    r = c.put("/result")
+    assert r.status_code == 405 and r.content_type.startswith("text/html")
+    r = c.get("/elsewhere", headers={"Accept": "application/json"})
+    assert r.status_code == 404 and r.json["error"]["code"] == "not_found"
+
+
+def test_unhandled_exception_is_json_500(loaded, monkeypatch):
+    c, reg = loaded
+
+    def broken(img):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(reg.states[NOSE].model, "predict", broken)
+    r = c.post("/image-64", json={"image": base64.b64encode(synthetic_face()).decode()})
+    assert r.status_code == 500 and r.json["error"] == {"code": "internal_error", "message": "internal server error",
+                                                        "request_id": r.headers["X-Request-ID"]}
+
+
+def test_dashboard_renders_single_process(loaded):
+    c, _ = loaded
+    before = c.get("/api/stats").json["summary"]["binary"]
+    c.post("/image-bin", data={"image": (__import__("io").BytesIO(synthetic_face()), "f.jpg")},
+           content_type="multipart/form-data")
+    after = c.get("/api/stats").json["summary"]["binary"]
+    assert after == before + 1
+    html = c.get("/dashboard").get_data(as_text=True)
+    assert f'<dd id="count-binary">{after}</dd>' in html
