@@ -29,7 +29,7 @@ def require_model(name: str):
     if model is None:
         st = registry().states[name]
         msg = f"model {name} is not ready ({st.status})"
-        raise ApiError(503, "not_ready", msg, model=name, status=st.status)
+        raise ApiError(503, "not_ready", msg, model=name, model_status=st.status)
     return model
 
 

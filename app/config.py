@@ -36,10 +36,12 @@ def _s(group: str, name: str, default: str, help: str) -> Setting:
 
 
 #: Every environment variable the stack understands, with its default.
-#: Paths that are relative are resolved against APP_ROOT.
+#: Paths that are relative are resolved against APP_ROOT; ``{NAME}`` in a
+#: default stands for the value of an earlier setting.
 SETTINGS: tuple[Setting, ...] = (
     # --- application -----------------------------------------------------
     _s("app", "APP_ROOT", str(ROOT), "Directory holding app/, models/, app.ini, nginx/."),
+    _s("all", "RUN_DIR", "run", "Runtime state: pid files, sockets, logs, metrics files, rendered nginx config."),
     _s("app", "APP_REVISION", "dev", "Deployed revision string shown by /version."),
     _s("app", "APP_REVISION_FILE", "",
        "If set and the file exists, its first line overrides APP_REVISION (read at worker start)."),
@@ -61,11 +63,10 @@ SETTINGS: tuple[Setting, ...] = (
     _s("app", "MAX_BEAM", "4", "Largest beam accepted by /api/translate."),
     _s("app", "DEFAULT_BEAM", "1", "Beam used when a request gives none (and by the HTML form)."),
     _s("app", "LOG_LEVEL", "INFO", "Python log level of the app logger."),
-    _s("app", "PROMETHEUS_MULTIPROC_DIR", "run/prometheus",
+    _s("app", "PROMETHEUS_MULTIPROC_DIR", "{RUN_DIR}/prometheus",
        "prometheus_client multiprocess directory: exact metrics over all workers. start.sh and the "
        "container export it and empty it at start; when unset (dev server) metrics are per process."),
     # --- uWSGI (app.ini) ---------------------------------------------------
-    _s("uwsgi", "RUN_DIR", "run", "Native runs: pid files, sockets, logs, rendered nginx config."),
     _s("uwsgi", "APP_SOCKET", "127.0.0.1:3031", "Where uWSGI listens (uwsgi protocol) for nginx."),
     _s("uwsgi", "WORKERS", "2", "uWSGI worker processes."),
     _s("uwsgi", "THREADS", "4", "Threads per worker."),
@@ -73,8 +74,8 @@ SETTINGS: tuple[Setting, ...] = (
     _s("uwsgi", "MAX_REQUESTS", "5000", "Recycle a worker after this many requests..."),
     _s("uwsgi", "MAX_REQUESTS_DELTA", "500", "...plus worker_id*delta (jitter, so workers do not recycle together)."),
     _s("uwsgi", "RELOAD_MERCY", "60", "Seconds a worker may take to finish its requests on reload/shutdown."),
-    _s("uwsgi", "STATS_SOCKET", "run/uwsgi-stats.sock", "uWSGI stats server (unix socket path or host:port)."),
-    _s("uwsgi", "APP_PIDFILE", "run/uwsgi.pid", "uWSGI master pid file."),
+    _s("uwsgi", "STATS_SOCKET", "{RUN_DIR}/uwsgi-stats.sock", "uWSGI stats server (unix socket path or host:port)."),
+    _s("uwsgi", "APP_PIDFILE", "{RUN_DIR}/uwsgi.pid", "uWSGI master pid file."),
     _s("uwsgi", "TOUCH_RELOAD", "var/reload/reload", "Touch to gracefully reload the whole app."),
     _s("uwsgi", "TOUCH_CHAIN_RELOAD", "var/reload/chain-reload",
        "Touch to replace workers one at a time (zero downtime)."),
@@ -84,9 +85,9 @@ SETTINGS: tuple[Setting, ...] = (
     _s("nginx", "APP_UPSTREAM", "127.0.0.1:3031", "Where nginx finds uWSGI (host:port or unix:/path)."),
     _s("nginx", "UPSTREAM_TIMEOUT", "75", "Seconds nginx waits for uWSGI (keep above HARAKIRI)."),
     _s("nginx", "NGINX_WORKER_PROCESSES", "1", "nginx worker processes."),
-    _s("nginx", "NGINX_RUN_DIR", "run/nginx", "nginx pid, temp dirs and rendered config."),
-    _s("nginx", "NGINX_ACCESS_LOG", "run/nginx/access.log", "nginx access log (/dev/stdout in the container)."),
-    _s("nginx", "NGINX_ERROR_LOG", "run/nginx/error.log", "nginx error log (/dev/stderr in the container)."),
+    _s("nginx", "NGINX_RUN_DIR", "{RUN_DIR}/nginx", "nginx pid, temp dirs and rendered config."),
+    _s("nginx", "NGINX_ACCESS_LOG", "{NGINX_RUN_DIR}/access.log", "nginx access log (/dev/stdout in the container)."),
+    _s("nginx", "NGINX_ERROR_LOG", "{NGINX_RUN_DIR}/error.log", "nginx error log (/dev/stderr in the container)."),
     _s("nginx", "STATIC_ROOT", "app/static", "Directory nginx serves /static/ from."),
 )
 
@@ -114,11 +115,15 @@ def effective_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     handed to uWSGI/nginx, whose working directories differ.
     """
     environ = os.environ if environ is None else environ
-    out = {s.name: environ.get(s.name, s.default) for s in SETTINGS}
-    root = out["APP_ROOT"] or str(ROOT)
-    out["APP_ROOT"] = root
-    for name in _PATH_SETTINGS:
-        out[name] = resolve_path(out[name], root)
+    out: dict[str, str] = {}
+    root = environ.get("APP_ROOT") or str(ROOT)
+    for s in SETTINGS:  # in order: a default may use {EARLIER_SETTING}
+        value = environ[s.name] if s.name in environ else s.default.format(**out)
+        if s.name == "APP_ROOT":
+            value = root
+        elif s.name in _PATH_SETTINGS:
+            value = resolve_path(value, root)
+        out[s.name] = value
     # uWSGI's stats option takes either a path or host:port.
     stats = out["STATS_SOCKET"]
     if stats and ":" not in stats:
