@@ -27,7 +27,7 @@ ENDPOINT_LABELS = {
     "api.healthz": "healthz",
     "api.readyz": "readyz",
     "api.version": "version",
-    "api.metrics": "metrics",
+    "api.metrics_endpoint": "metrics",
     "api.stats": "stats",
     "static": "static",
 }

@@ -5,6 +5,7 @@ Runs after test_e2e.py (file order) since it replaces the workers.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 
@@ -80,9 +81,34 @@ def _redeploy(stack, touch_file: str, new_rev: str):
     return elapsed
 
 
+def _live_gauge_pids(stack) -> set[int]:
+    text = stack.get("/metrics").text
+    return {int(p) for p in re.findall(r'^model_info\{[^}]*model="nose_tracker"[^}]*pid="(\d+)"', text, re.M)}
+
+
 def test_chain_reload_zero_downtime(stack):
     _redeploy(stack, stack.env["TOUCH_CHAIN_RELOAD"], "rev-2")
     assert stack.get("/readyz").status_code == 200
+    # exiting workers removed their live gauges (mark_process_dead in uwsgi.atexit)
+    assert _live_gauge_pids(stack) == set(stack.worker_pids())
+
+
+def test_idle_chain_reload_is_quick(stack):
+    """No traffic at all: idle workers must still be replaced promptly (no thunder-lock hang)."""
+    old = set(stack.worker_pids())
+    t0 = time.time()
+    os.utime(stack.env["TOUCH_CHAIN_RELOAD"])
+    while time.time() - t0 < RELOAD_TIMEOUT:
+        now = set(stack.worker_pids())
+        if not (now & old) and 0 not in now and len(now) == 2:
+            break
+        time.sleep(0.25)
+    elapsed = time.time() - t0
+    assert not (set(stack.worker_pids()) & old), stack.log_tail()
+    # the old workers exited gracefully, not killed after the reload mercy
+    assert "NO MERCY" not in stack.uwsgi_log.read_text(errors="replace")
+    stack.wait_workers(2, RELOAD_TIMEOUT)
+    print(f"\n[reload] idle chain reload: both workers replaced after {elapsed:.1f}s")
 
 
 def test_touch_reload_whole_app(stack):
