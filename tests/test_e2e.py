@@ -411,3 +411,18 @@ def test_metrics_exposition(stack):
     assert re.search(r'^model_inference_seconds_count\{model="translator"\} [1-9]', text, re.M)
     info_pids = {int(p) for p in re.findall(r'^model_info\{[^}]*model="nose_tracker"[^}]*pid="(\d+)"', text, re.M)}
     assert info_pids == set(stack.worker_pids())
+
+
+def test_container_healthcheck_over_uwsgi_protocol(stack):
+    """The app container's HEALTHCHECK talks the uwsgi protocol straight to uWSGI."""
+    import subprocess
+    import sys
+    from app.healthcheck import request as uwsgi_get
+    status, raw = uwsgi_get(stack.env["APP_SOCKET"], "/healthz")
+    assert status == 200 and b'"status":"ok"' in raw
+    ok = subprocess.run([sys.executable, "-m", "app", "healthcheck", "--socket", stack.env["APP_SOCKET"],
+                         "--path", "/readyz"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    dead = subprocess.run([sys.executable, "-m", "app", "healthcheck", "--socket", f"127.0.0.1:{free_port()}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert dead.returncode == 1 and "unhealthy" in dead.stdout
