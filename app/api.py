@@ -158,7 +158,7 @@ def version():
     models = {}
     for name, st in reg.states.items():
         m = {"status": st.status, "version": st.metadata.get("version"), "sha256": st.metadata.get("sha256"),
-             "load_ms": st.load_ms, "warmup_ms": st.warmup_ms}
+             "load_ms": st.load_ms, "warmup_ms": st.warmup_ms, "ready_ms": st.ready_ms}
         if st.error:
             m["error"] = st.error
         models[name] = m
