@@ -44,6 +44,8 @@ def require_json() -> object:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "invalid_json", "request body is nested too deeply") from None
 
 
 def _nose_response(data: bytes):
@@ -109,6 +111,12 @@ def translate():
     if len(texts) > cfg().max_batch_texts:
         raise ApiError(422, "too_many_texts",
                        f"{len(texts)} texts in one request; the limit is {cfg().max_batch_texts}")
+    for i, t in enumerate(texts):
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError:
+            where = "'text'" if single else f"texts[{i}]"
+            raise ApiError(400, "invalid_field", f"{where} is not valid Unicode (lone surrogate)") from None
     beam = _parse_beam(payload)
     max_chars, input_too_long = registry().translator_limits()
     for i, t in enumerate(texts):
