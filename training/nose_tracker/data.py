@@ -148,8 +148,9 @@ class Augmenter:
         shift = rng.uniform(-0.5, 0.5, 2) * (side - fs * 0.9).clip(min=0) * 0.5
         shift += rng.normal(0, 0.06, 2) * fs
         ccx, ccy = cx + shift[0], cy + shift[1]
-        ang = rng.normal(0, 9) if rng.random() < 0.8 else rng.uniform(-30, 30)
-        aspect = np.exp(rng.normal(0, 0.06))
+        ang = rng.normal(0, 8) if rng.random() < 0.9 else rng.uniform(-25, 25)
+        # the server squashes any image to 112x112: emulate non-square sources
+        aspect = np.exp(rng.uniform(-0.37, 0.37)) if rng.random() < 0.5 else np.exp(rng.normal(0, 0.06))
         s = SIZE / side
         M = cv2.getRotationMatrix2D((float(ccx) - 0.5, float(ccy) - 0.5), float(ang), float(s))
         M[0, :] *= aspect ** 0.5
@@ -184,12 +185,12 @@ class Augmenter:
     def _degrade(self, img):
         """Per-sample resolution/blur/JPEG degradation (cv2, releases the GIL)."""
         rng = self.rng
-        if rng.random() < 0.25:  # low resolution: down then up
-            n = max(8, int(SIZE * rng.uniform(0.25, 0.6)))
+        if rng.random() < 0.15:  # low resolution: down then up
+            n = max(8, int(SIZE * rng.uniform(0.3, 0.7)))
             img[:] = cv2.resize(cv2.resize(img, (n, n), interpolation=cv2.INTER_AREA), (SIZE, SIZE))
-        if rng.random() < 0.25:
-            img[:] = cv2.GaussianBlur(img, (0, 0), float(rng.uniform(0.4, 1.6)))
-        if rng.random() < 0.2:
+        if rng.random() < 0.15:
+            img[:] = cv2.GaussianBlur(img, (0, 0), float(rng.uniform(0.4, 1.4)))
+        if rng.random() < 0.15:
             ok, enc = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(20, 80))])
             img[:] = cv2.imdecode(enc, cv2.IMREAD_COLOR)
 
@@ -204,7 +205,7 @@ class Augmenter:
         cast[gray] = 1.0
         con = rng.uniform(0.6, 1.4, bs)
         bri = rng.uniform(-40, 40, bs)
-        sd = np.where(rng.random(bs) < 0.3, rng.uniform(2, 10, bs), 0.0)
+        sd = np.where(rng.random(bs) < 0.2, rng.uniform(2, 8, bs), 0.0)
         return np.c_[sat, cast, con, bri, sd].astype(np.float32)
 
     def batch(self, bs):

@@ -109,14 +109,15 @@ def sha256(path) -> str:
 def main():
     import sys
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from model import build_model
+    from model import build
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", required=True)
+    ap.add_argument("--arch", choices=["integral", "gap"], default="integral")
     ap.add_argument("--width", type=float, default=1.0)
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[2] / "models/nose_tracker/nose_tracker.pb"))
     a = ap.parse_args()
-    m = build_model(a.width)
+    m = build(a.arch, a.width)
     m.load_weights(a.weights)
     p = freeze_keras(m, a.out)
     x = np.random.default_rng(0).random((4, SIZE, SIZE, 3), dtype=np.float32)

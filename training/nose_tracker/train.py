@@ -35,11 +35,13 @@ import numpy as np  # noqa: E402
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=None, help="data dir (default $NOSE_DATA_DIR or ../shared/data/nose)")
-    ap.add_argument("--minutes", type=float, default=22.0, help="training wall-clock budget")
+    ap.add_argument("--minutes", type=float, default=30.0, help="training wall-clock budget")
     ap.add_argument("--steps", type=int, default=0, help="fixed number of steps (overrides --minutes schedule)")
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--wd", type=float, default=5e-5)
+    ap.add_argument("--arch", choices=["integral", "gap"], default="integral",
+                    help="integral: soft-argmax heads on a 14x14 map (default); gap: global-pool regression")
     ap.add_argument("--width", type=float, default=1.0)
     ap.add_argument("--p-whole", type=float, default=0.3, help="share of whole-image samples")
     ap.add_argument("--seed", type=int, default=0)
@@ -62,7 +64,7 @@ def main():
 
     from data import (Augmenter, apply_photo, data_dir, load_cache, load_labels, nose_below_eyeline,
                       normalised_targets, split_indices)
-    from model import build_model
+    from model import build
 
     keras.utils.set_random_seed(a.seed)
     root = data_dir(a.data)
@@ -94,8 +96,9 @@ def main():
 
     threading.Thread(target=producer, daemon=True).start()
 
-    model = build_model(a.width)
-    model.get_layer("points").bias.assign(np.full(10, 0.5, np.float32))  # start at the image centre
+    model = build(a.arch, a.width)
+    if a.arch == "gap":
+        model.get_layer("points").bias.assign(np.full(10, 0.5, np.float32))  # start at the image centre
     print(f"model params {model.count_params():,}", flush=True)
     opt = keras.optimizers.AdamW(learning_rate=a.lr, weight_decay=a.wd, clipnorm=5.0)
     # loss weights per coordinate: nose x3, other points x1
@@ -173,7 +176,7 @@ def main():
     run_dir.mkdir(parents=True, exist_ok=True)
     model.save_weights(run_dir / "model.weights.h5")
     info = {"steps": step, "batch": a.batch, "train_minutes": round(train_min, 1), "seed": a.seed,
-            "lr": a.lr, "wd": a.wd, "width": a.width, "p_whole": a.p_whole,
+            "lr": a.lr, "wd": a.wd, "arch": a.arch, "width": a.width, "p_whole": a.p_whole,
             "train_rows": int(len(train_idx)), "dropped_nose_above_eyeline": int(len(split["train"]) - len(train_idx)),
             "split_sizes": {k: int(len(v)) for k, v in split.items()}}
     (run_dir / "train_info.json").write_text(json.dumps(info, indent=1))
