@@ -10,7 +10,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from . import metrics
 from .errors import ApiError
 from .imaging import decode_base64_image, decode_image
-from .models import NOSE, TRANSLATOR
+from .models import NOSE, TRANSLATOR, ModelBusy, ModelNotReady
 from .runtime import runtime_info
 
 bp = Blueprint("api", __name__)
@@ -123,12 +123,20 @@ def translate():
         if len(t) > max_chars:
             where = "'text'" if single else f"texts[{i}]"
             raise ApiError(422, "text_too_long", f"{where} has {len(t)} characters; the limit is {max_chars}")
+    total = sum(len(t) for t in texts)
+    if total > cfg().max_total_chars:
+        raise ApiError(422, "too_much_text",
+                       f"{total} characters in one request; the limit is {cfg().max_total_chars} (split the batch)")
     model = require_model(TRANSLATOR)
     t0 = time.perf_counter()
     try:
-        out = model.translate(texts, beam=beam)
+        out = registry().translate(texts, beam)
     except input_too_long as exc:
         raise ApiError(422, "text_too_long", str(exc)) from None
+    except ModelNotReady as exc:
+        raise ApiError(503, "not_ready", str(exc), model=exc.name, model_status=exc.status) from None
+    except ModelBusy as exc:
+        raise ApiError(503, "busy", str(exc), model=exc.name) from None
     seconds = time.perf_counter() - t0
     metrics.INFERENCE.labels(TRANSLATOR).observe(seconds)
     metrics.ITEMS.labels(TRANSLATOR).inc(len(texts))

@@ -60,6 +60,11 @@ SETTINGS: tuple[Setting, ...] = (
        "Largest request body (Flask MAX_CONTENT_LENGTH and nginx client_max_body_size)."),
     _s("app", "MAX_IMAGE_PIXELS", "40000000", "Largest image (width*height), checked from the header before decoding."),
     _s("app", "MAX_BATCH_TEXTS", "32", "Most texts in one /api/translate request."),
+    _s("app", "MAX_TOTAL_CHARS", "20000",
+       "Most characters in one /api/translate request (all texts together), so that the largest "
+       "request finishes well within HARAKIRI."),
+    _s("app", "TRANSLATE_WAIT_TIMEOUT", "60",
+       "Seconds a request may wait for this worker's translator before a 503 (busy, Retry-After)."),
     _s("app", "MAX_BEAM", "4", "Largest beam accepted by /api/translate."),
     _s("app", "DEFAULT_BEAM", "1", "Beam used when a request gives none (and by the HTML form)."),
     _s("app", "LOG_LEVEL", "INFO", "Python log level of the app logger."),
@@ -70,10 +75,10 @@ SETTINGS: tuple[Setting, ...] = (
     _s("uwsgi", "APP_SOCKET", "127.0.0.1:3031", "Where uWSGI listens (uwsgi protocol) for nginx."),
     _s("uwsgi", "WORKERS", "2", "uWSGI worker processes."),
     _s("uwsgi", "THREADS", "4", "Threads per worker."),
-    _s("uwsgi", "HARAKIRI", "60", "Seconds after which a stuck request's worker is recycled."),
+    _s("uwsgi", "HARAKIRI", "120", "Seconds after which a stuck request's worker is recycled."),
     _s("uwsgi", "MAX_REQUESTS", "5000", "Recycle a worker after this many requests..."),
     _s("uwsgi", "MAX_REQUESTS_DELTA", "500", "...plus worker_id*delta (jitter, so workers do not recycle together)."),
-    _s("uwsgi", "RELOAD_MERCY", "60", "Seconds a worker may take to finish its requests on reload/shutdown."),
+    _s("uwsgi", "RELOAD_MERCY", "130", "Seconds a worker may take to finish its requests on reload/shutdown."),
     _s("uwsgi", "STATS_SOCKET", "{RUN_DIR}/uwsgi-stats.sock", "uWSGI stats server (unix socket path or host:port)."),
     _s("uwsgi", "APP_PIDFILE", "{RUN_DIR}/uwsgi.pid", "uWSGI master pid file."),
     _s("uwsgi", "TOUCH_RELOAD", "var/reload/reload", "Touch to gracefully reload the whole app."),
@@ -83,7 +88,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s("nginx", "PORT", "8080", "Port nginx listens on."),
     _s("nginx", "BIND_HOST", "127.0.0.1", "Address nginx listens on (0.0.0.0 in the container)."),
     _s("nginx", "APP_UPSTREAM", "127.0.0.1:3031", "Where nginx finds uWSGI (host:port or unix:/path)."),
-    _s("nginx", "UPSTREAM_TIMEOUT", "75", "Seconds nginx waits for uWSGI (keep above HARAKIRI)."),
+    _s("nginx", "UPSTREAM_TIMEOUT", "130", "Seconds nginx waits for uWSGI (keep above HARAKIRI)."),
     _s("nginx", "NGINX_WORKER_PROCESSES", "1", "nginx worker processes."),
     _s("nginx", "NGINX_RUN_DIR", "{RUN_DIR}/nginx", "nginx pid, temp dirs and rendered config."),
     _s("nginx", "NGINX_ACCESS_LOG", "{NGINX_RUN_DIR}/access.log", "nginx access log (/dev/stdout in the container)."),
@@ -181,6 +186,8 @@ class Config:
     max_body_bytes: int
     max_image_pixels: int
     max_batch_texts: int
+    max_total_chars: int
+    translate_wait_timeout: float
     max_beam: int
     default_beam: int
     log_level: str
@@ -218,6 +225,8 @@ class Config:
             max_body_bytes=_int(eff, "MAX_BODY_BYTES", 1024),
             max_image_pixels=_int(eff, "MAX_IMAGE_PIXELS", 1),
             max_batch_texts=_int(eff, "MAX_BATCH_TEXTS", 1),
+            max_total_chars=_int(eff, "MAX_TOTAL_CHARS", 1),
+            translate_wait_timeout=float(_int(eff, "TRANSLATE_WAIT_TIMEOUT", 1)),
             max_beam=_int(eff, "MAX_BEAM", 1),
             default_beam=_int(eff, "DEFAULT_BEAM", 1),
             log_level=eff["LOG_LEVEL"].upper(),

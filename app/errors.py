@@ -68,7 +68,8 @@ def json_error(status: int, code: str, message: str, headers=None, **extra):
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
-        return json_error(exc.status, exc.code, exc.message, **exc.extra)
+        headers = [("Retry-After", "5")] if exc.status == 503 else None
+        return json_error(exc.status, exc.code, exc.message, headers=headers, **exc.extra)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

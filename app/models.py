@@ -49,6 +49,18 @@ def configure_threads(cfg: Config, with_tf: bool = True) -> dict:
     return info
 
 
+class ModelNotReady(RuntimeError):
+    def __init__(self, name: str, status: str):
+        super().__init__(f"model {name} is not ready ({status})")
+        self.name, self.status = name, status
+
+
+class ModelBusy(RuntimeError):
+    def __init__(self, name: str, waited: float):
+        super().__init__(f"model {name} is busy: no slot within {waited:g} s, retry later")
+        self.name, self.waited = name, waited
+
+
 class ModelState:
     def __init__(self, name: str):
         self.name = name
@@ -81,6 +93,9 @@ class ModelRegistry:
         self.threads: dict = {}
         self._load_lock = threading.Lock()
         self._done = threading.Event()
+        # One translation at a time per worker (the translator also locks itself);
+        # waiting here has a deadline, so a queue of big requests cannot outlive HARAKIRI.
+        self._translate_slot = threading.BoundedSemaphore(1)
 
     # --- loading -----------------------------------------------------------
     def load_all(self) -> None:
@@ -177,6 +192,21 @@ class ModelRegistry:
         """The loaded model, or None when it is not (yet) available."""
         st = self.states[name]
         return st.model if st.status == "ready" else None
+
+    def translate(self, texts: list[str], beam: int) -> list[str]:
+        """Translate with the loaded translator, waiting at most TRANSLATE_WAIT_TIMEOUT for it.
+
+        Raises ModelNotReady, or ModelBusy when the translator stays busy that long.
+        """
+        model = self.get(TRANSLATOR)
+        if model is None:
+            raise ModelNotReady(TRANSLATOR, self.states[TRANSLATOR].status)
+        if not self._translate_slot.acquire(timeout=self.cfg.translate_wait_timeout):
+            raise ModelBusy(TRANSLATOR, self.cfg.translate_wait_timeout)
+        try:
+            return model.translate(texts, beam=beam)
+        finally:
+            self._translate_slot.release()
 
     def status(self) -> dict:
         return {name: st.as_dict() for name, st in self.states.items()}

@@ -7,7 +7,7 @@ import time
 from flask import Blueprint, current_app, render_template, request
 
 from . import metrics
-from .models import TRANSLATOR
+from .models import TRANSLATOR, ModelBusy, ModelNotReady
 from .runtime import runtime_info, server_started, workers
 
 bp = Blueprint("pages", __name__)
@@ -42,9 +42,11 @@ def result():
         return _form("The translator is not ready yet. Please try again in a moment.", text, 503)
     t0 = time.perf_counter()
     try:
-        translation = model.translate([text], beam=cfg.default_beam)[0]
+        translation = reg.translate([text], cfg.default_beam)[0]
     except input_too_long as exc:
         return _form(str(exc), text, 400)
+    except (ModelNotReady, ModelBusy):
+        return _form("The translator is busy or not ready. Please try again in a moment.", text, 503)
     seconds = time.perf_counter() - t0
     metrics.INFERENCE.labels(TRANSLATOR).observe(seconds)
     metrics.ITEMS.labels(TRANSLATOR).inc()

@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 import unicodedata
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -67,16 +68,21 @@ def sentence_case(sentence: str) -> str:
 class Translator:
     """One loaded translator. Thread-safe: decoding runs under the instance's own lock."""
 
-    def __init__(self, model, sp, metadata: dict):
+    def __init__(self, model, sp, metadata: dict, cache_size: int = 4096):
         from app.transformer import Decoder
         self.model = model
         self.sp = sp
         self.decoder = Decoder(model)
         self.metadata = metadata
         self.lock = threading.Lock()
+        # Bounded LRU of decoded chunks: (beam, source ids) -> output ids.
+        self.cache_size = cache_size
+        self._cache: OrderedDict[tuple, list[int]] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self.cache_hits = self.cache_misses = 0
 
     @classmethod
-    def load(cls, model_dir: str | os.PathLike = MODEL_DIR) -> "Translator":
+    def load(cls, model_dir: str | os.PathLike = MODEL_DIR, cache_size: int = 4096) -> "Translator":
         import sentencepiece as spm
         from app.transformer import Transformer
 
@@ -99,7 +105,7 @@ class Translator:
         metadata.setdefault("version", "unversioned")
         metadata["sha256"] = sha256_file(model_dir / "weights.npz")
         metadata["load_ms"] = round((time.perf_counter() - t0) * 1000, 1)
-        return cls(model, sp, metadata)
+        return cls(model, sp, metadata, cache_size)
 
     def warmup(self) -> None:
         """Trace the decoders (greedy and beam 4) so the first request is not slow."""
@@ -151,13 +157,30 @@ class Translator:
         return result
 
     def translate_ids(self, sources: list[list[int]], beam: int = 1) -> list[list[int]]:
-        """Decode many token-id sequences, batched by similar length; results in input order."""
-        order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
-        out: list[list[int]] = [[] for _ in sources]
+        """Decode many token-id sequences, batched by similar length; results in input order.
+
+        Sequences seen recently (same beam) come from the LRU cache without decoding."""
+        out: list[list[int] | None] = [None] * len(sources)
+        with self._cache_lock:
+            for i, ids in enumerate(sources):
+                hit = self._cache.get((beam, *ids))
+                if hit is not None:
+                    self._cache.move_to_end((beam, *ids))
+                    out[i] = hit
+            missing = [i for i, o in enumerate(out) if o is None]
+            self.cache_hits += len(sources) - len(missing)
+            self.cache_misses += len(missing)
+        order = sorted(missing, key=lambda i: len(sources[i]))
         for start in range(0, len(order), MAX_BATCH):
             idx = order[start:start + MAX_BATCH]
             for i, ids in zip(idx, self._decode_batch([sources[i] for i in idx], beam)):
                 out[i] = ids
+        if self.cache_size > 0 and missing:
+            with self._cache_lock:
+                for i in missing:
+                    self._cache[(beam, *sources[i])] = out[i]
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
         return out
 
     def translate(self, texts: list[str], beam: int = 1) -> list[str]:

@@ -158,3 +158,27 @@ def test_dashboard_renders_single_process(loaded):
     assert after == before + 1
     html = c.get("/dashboard").get_data(as_text=True)
     assert f'<dd id="count-binary">{after}</dd>' in html
+
+
+def test_too_much_text_in_one_request_is_422(loaded):
+    c, _ = loaded
+    r = c.post("/api/translate", json={"texts": ["x" * 5000] * 5})  # 25000 > MAX_TOTAL_CHARS 20000
+    assert r.status_code == 422 and r.json["error"]["code"] == "too_much_text"
+
+
+def test_busy_translator_is_503_with_retry_after():
+    cfg, reg, app = make_app(translate_wait_timeout=0.2)
+    st = reg.states[TRANSLATOR]
+    st.model, st.status, st.metadata = StubTranslator(), "ready", StubTranslator.metadata
+    c = app.test_client()
+    assert c.post("/api/translate", json={"text": "free"}).status_code == 200
+    assert reg._translate_slot.acquire(timeout=1)  # another request is translating
+    try:
+        r = c.post("/api/translate", json={"text": "queued"})
+        assert r.status_code == 503 and r.json["error"]["code"] == "busy"
+        assert r.headers["Retry-After"] == "5"
+        r = c.post("/result", data={"English": "queued"})
+        assert r.status_code == 503 and "busy" in r.get_data(as_text=True)
+    finally:
+        reg._translate_slot.release()
+    assert c.post("/api/translate", json={"text": "free again"}).status_code == 200

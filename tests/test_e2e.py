@@ -213,6 +213,21 @@ def test_concurrent_requests_equal_sequential(stack):
 
 # --- translation API ---------------------------------------------------------------------
 
+def test_largest_single_text_completes(stack):
+    """A 5000-character text of distinct sentences at the largest beam is answered, no 5xx."""
+    import random
+    rnd = random.Random(0)
+    vocab = ("the a man woman child house car dog river city green big small walks sees loves "
+             "today with under near book table water bread").split()
+    text = ""
+    while len(text) < 4900:
+        text += " ".join(rnd.choice(vocab) for _ in range(rnd.randint(6, 14))).capitalize() + ". "
+    text = text[:5000]
+    r = stack.post("/api/translate", json={"text": text, "beam": 4}, timeout=200)
+    assert r.status_code == 200, r.text[:300]
+    assert len(r.json()["translation"]) > 1000
+
+
 def test_translate_single_and_batch(stack):
     r = stack.post("/api/translate", json={"text": "Hello."})
     assert r.status_code == 200, r.text
@@ -259,6 +274,7 @@ def test_error_statuses(stack):
         ("post", "/api/translate", {"json": {"text": "a" * 5001}}, 422, "text_too_long"),
         ("post", "/api/translate", {"json": {"texts": ["ok", "b" * 5001]}}, 422, "text_too_long"),
         ("post", "/api/translate", {"json": {"texts": ["x"] * 33}}, 422, "too_many_texts"),
+        ("post", "/api/translate", {"json": {"texts": ["y" * 5000] * 5}}, 422, "too_much_text"),
         ("post", "/api/translate", {"json": {"texts": []}}, 400, "invalid_field"),
         ("post", "/api/translate", {"json": {"texts": "not a list"}}, 400, "invalid_field"),
         ("post", "/api/translate", {"json": {"text": "hi", "texts": ["hi"]}}, 400, "missing_field"),
