@@ -53,14 +53,6 @@ def test_dev_server_background_loading(tmp_path):
             proc.kill()
 
 
-def test_translate_cli():
-    proc = subprocess.run([sys.executable, "-m", "app", "translate"], cwd=ROOT, input="Good morning.\n\nThank you.\n",
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    lines = proc.stdout.splitlines()
-    assert len(lines) == 3 and lines[0].strip() and lines[1] == "" and lines[2].strip()
-
-
 def test_usage():
     r = subprocess.run([sys.executable, "-m", "app", "bogus"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2 and "usage" in r.stderr

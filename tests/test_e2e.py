@@ -183,32 +183,61 @@ def test_exif_orientation_honoured(stack):
     assert (body["width"], body["height"]) == (160, 240)  # as displayed, not as stored
 
 
-def test_concurrent_requests_equal_sequential(stack):
+@pytest.fixture(scope="module")
+def fresh_texts_cli():
+    """Sentences no worker has seen (the translator keeps an LRU cache), translated one by one by
+    `python -m app translate` in a separate process with the workers' thread settings."""
+    import random
+    import subprocess
+    import sys
+    rnd = random.Random(time.time_ns())
+    vocab = ("the a man woman child house car dog cat river city green red big small old new walks runs "
+             "eats sees loves reads buys today tomorrow with under near book table water bread garden").split()
+    texts = [" ".join(rnd.choice(vocab) for _ in range(rnd.randint(5, 12))).capitalize() + "." for _ in range(10)]
+    lines = texts[:5] + [""] + texts[5:]
+    proc = subprocess.run([sys.executable, "-m", "app", "translate", "--threads", "1", "--chunk", "1"], cwd=ROOT,
+                          input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout.split("\n")[:-1]
+    assert len(out) == len(lines) and out[5] == ""  # the translate CLI: one line out per line in
+    assert all(o.strip() for i, o in enumerate(out) if i != 5)
+    expected = out[:5] + out[6:]
+    return texts, expected
+
+
+def test_concurrent_requests_equal_sequential(stack, fresh_texts_cli):
+    """Different images and texts at once (16 client threads, 2 workers x 4 threads): every answer
+    equals the sequential one. Texts are new to the server, so each is decoded under concurrency
+    and compared with a separate process's sequential translation."""
     images = [synthetic_face(200 + 20 * i, 180 + 10 * i, seed=i) for i in range(6)]
     try:
         images += [f["bytes"] for f in shared_faces(2)]
     except pytest.skip.Exception:
         pass
-    texts = ["Good morning.", "Where is the train station?", "I like to read books in the evening.",
-             "The weather is nice today.", "She has two brothers."]
-    jobs = [("img", i) for i in range(len(images))] + [("txt", i) for i in range(len(texts))]
+    texts, expected = fresh_texts_cli
+
+    def nose(data):
+        r = stack.post("/image-64", json={"image": b64(data)})
+        assert r.status_code == 200, r.text
+        return {k: r.json()[k] for k in ("x", "y", "width", "height")}
+
+    sequential = [nose(im) for im in images]
+    jobs = [("img", i) for i in range(len(images))] * 3 + [("txt", i) for i in range(len(texts))]
+    import random
+    random.Random(1).shuffle(jobs)
 
     def run(job):
         kind, i = job
         if kind == "img":
-            r = stack.post("/image-64", json={"image": b64(images[i])})
-            assert r.status_code == 200, r.text
-            return {k: r.json()[k] for k in ("x", "y", "width", "height")}
+            return nose(images[i])
         r = stack.post("/api/translate", json={"text": texts[i]})
         assert r.status_code == 200, r.text
         return r.json()["translation"]
 
-    sequential = {job: run(job) for job in jobs}
-    work = jobs * 4
     with ThreadPoolExecutor(16) as ex:
-        results = list(ex.map(run, work))
-    for job, res in zip(work, results):
-        assert res == sequential[job], job
+        results = list(ex.map(run, jobs))
+    for (kind, i), res in zip(jobs, results):
+        assert res == (sequential[i] if kind == "img" else expected[i]), (kind, i)
 
 
 # --- translation API ---------------------------------------------------------------------
