@@ -55,8 +55,8 @@ def split_sentences(text: str) -> list[str]:
 
 
 def is_shouting(sentence: str) -> bool:
-    letters = [c for c in sentence if c.isalpha()]
-    return len(letters) >= 2 and all(c.isupper() for c in letters if c.lower() != c)
+    cased = [c for c in sentence if c.lower() != c.upper()]
+    return len(cased) >= 2 and all(c.isupper() for c in cased)
 
 
 def sentence_case(sentence: str) -> str:

@@ -23,23 +23,38 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, default=paths.MODEL_DIR)
     ap.add_argument("--average", type=int, default=5, help="number of last snapshots to average")
     ap.add_argument("--dtype", choices=["float16", "float32"], default="float16")
+    ap.add_argument("--checkpoint", action="store_true",
+                    help="export the latest training checkpoint instead (early, unaveraged)")
     args = ap.parse_args(argv)
 
     import tensorflow as tf
     from app.transformer import Transformer
 
-    snaps = sorted((args.work / "snapshots").glob("step*.npz"))[-args.average:]
-    if not snaps:
-        raise SystemExit(f"no snapshots in {args.work / 'snapshots'}: train first")
-    arrays = None
-    for path in snaps:
-        with np.load(path) as data:
-            values = [data[f"arr_{i}"].astype(np.float64) for i in range(len(data.files))]
-        arrays = values if arrays is None else [a + v for a, v in zip(arrays, values)]
-    arrays = [(a / len(snaps)).astype(np.float32) for a in arrays]
-
     config = json.loads((args.work / "config.json").read_text())
     model = Transformer(**{**config, "dropout": 0.0}).build_weights()
+    if args.checkpoint:
+        # Keras 3 layer lists are not in TF's object graph: the layers' variables are reached
+        # through the optimizer, so restore both, built as train.py builds them.
+        from training.translator.train import build_optimizer
+        latest = tf.train.latest_checkpoint(str(args.work / "ckpt"))
+        optimizer = build_optimizer(model, lambda: 0.0)
+        step = tf.Variable(0, dtype=tf.int64)
+        before = model.weights[1].numpy().copy()
+        tf.train.Checkpoint(model=model, optimizer=optimizer, step=step).restore(
+            latest).assert_existing_objects_matched().expect_partial()
+        if np.array_equal(before, model.weights[1].numpy()):
+            raise SystemExit(f"{latest} did not restore the layers")
+        arrays, snaps = [v.numpy() for v in model.weights], [Path(latest)]
+    else:
+        snaps = sorted((args.work / "snapshots").glob("step*.npz"))[-args.average:]
+        if not snaps:
+            raise SystemExit(f"no snapshots in {args.work / 'snapshots'}: train first")
+        arrays = None
+        for path in snaps:
+            with np.load(path) as data:
+                values = [data[f"arr_{i}"].astype(np.float64) for i in range(len(data.files))]
+            arrays = values if arrays is None else [a + v for a, v in zip(arrays, values)]
+        arrays = [(a / len(snaps)).astype(np.float32) for a in arrays]
     names = [v.path for v in model.weights]
     if len(names) != len(arrays):
         raise SystemExit("snapshot does not match config.json")

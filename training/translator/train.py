@@ -1,7 +1,7 @@
 """Train the English->Spanish Transformer on the splits written by prepare.py.
 
 Fixed seed, fixed padded shapes (length buckets, each compiled once with XLA), label smoothing,
-linear warm-up then cosine decay over a step count derived from the wall-clock budget, a
+linear warm-up then cosine decay over the wall-clock budget, a
 checkpoint every few minutes (resumable: rerun the same command), dev loss/accuracy in the log,
 and weight snapshots over the last part of training for checkpoint averaging (export.py).
 """
@@ -59,19 +59,29 @@ def make_batches(src, tgt, tokens: int, rng: np.random.Generator):
     return [out[i] for i in order]
 
 
+def build_optimizer(model, learning_rate):
+    """Adam as trained. `learning_rate` is a callable, so the optimizer holds no learning-rate
+    variable: checkpoints only restore into an optimizer built the same way (export.py)."""
+    import keras
+    optimizer = keras.optimizers.Adam(learning_rate=learning_rate, beta_1=0.9, beta_2=0.98,
+                                      epsilon=1e-9, clipnorm=1.0)
+    optimizer.build(model.trainable_variables)
+    return optimizer
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--work", type=Path, default=paths.WORK)
     ap.add_argument("--minutes", type=float, default=90.0, help="wall-clock budget for training")
-    ap.add_argument("--d-model", type=int, default=256)
+    ap.add_argument("--d-model", type=int, default=192)
     ap.add_argument("--heads", type=int, default=4)
-    ap.add_argument("--ff", type=int, default=1024)
+    ap.add_argument("--ff", type=int, default=768)
     ap.add_argument("--enc-layers", type=int, default=3)
     ap.add_argument("--dec-layers", type=int, default=3)
     ap.add_argument("--dropout", type=float, default=0.1)
     ap.add_argument("--tokens", type=int, default=2048, help="padded tokens per batch")
     ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
-    ap.add_argument("--warmup", type=int, default=1000)
+    ap.add_argument("--warmup", type=int, default=800)
     ap.add_argument("--smoothing", type=float, default=0.1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--precision", choices=["bfloat16", "float32"], default="bfloat16",
@@ -117,20 +127,16 @@ def main(argv=None):
 
     state_path = work / "state.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
-    total_steps = tf.Variable(int(state.get("total_steps", 0)), dtype=tf.int64, trainable=False)
     step = tf.Variable(0, dtype=tf.int64, trainable=False)
+    progress = tf.Variable(0.0, dtype=tf.float32, trainable=False)  # share of the time budget
 
-    def lr_at(s):
-        s = tf.cast(s, tf.float32)
-        total = tf.maximum(tf.cast(total_steps, tf.float32), args.warmup + 1.0)
-        warm = s / args.warmup
-        progress = tf.clip_by_value((s - args.warmup) / (total - args.warmup), 0.0, 1.0)
-        cosine = 0.05 + 0.95 * 0.5 * (1.0 + tf.cos(math.pi * progress))
-        return args.lr * tf.where(s < args.warmup, warm, cosine)
+    def lr_at(s, p):
+        """Linear warm-up over steps, then cosine decay to 5% over the wall-clock budget."""
+        warm = tf.minimum(tf.cast(s, tf.float32) / args.warmup, 1.0)
+        cosine = 0.05 + 0.95 * 0.5 * (1.0 + tf.cos(math.pi * tf.clip_by_value(p, 0.0, 1.0)))
+        return args.lr * warm * cosine
 
-    optimizer = keras.optimizers.Adam(learning_rate=lambda: lr_at(step), beta_1=0.9,
-                                      beta_2=0.98, epsilon=1e-9, clipnorm=1.0)
-    optimizer.build(model.trainable_variables)
+    optimizer = build_optimizer(model, lambda: lr_at(step, progress))
     ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
     manager = tf.train.CheckpointManager(ckpt, str(ckpt_dir), max_to_keep=2)
     if manager.latest_checkpoint:
@@ -177,13 +183,12 @@ def main(argv=None):
     epoch = int(state.get("epoch", 0))
     rng = np.random.default_rng(args.seed + epoch)
     start = time.time()
-    last_ckpt = time.time()
+    last_ckpt = last_snap = time.time()
     window, window_t = [], time.time()
 
     def save_state():
         manager.save(checkpoint_number=int(step))
-        state.update(seconds=spent + time.time() - start, epoch=epoch,
-                     total_steps=int(total_steps), step=int(step))
+        state.update(seconds=spent + time.time() - start, epoch=epoch, step=int(step))
         state_path.write_text(json.dumps(state, indent=1))
 
     def snapshot():
@@ -199,24 +204,20 @@ def main(argv=None):
         batches = make_batches(src, tgt, args.tokens, rng)
         batches_per_epoch = len(batches)
         for a, b, c in batches:
-            t0 = time.time()
+            progress.assign((spent + time.time() - start) / budget)
             loss = float(train_step(a, b, c))
             window.append(loss)
             elapsed = spent + time.time() - start
             s = int(step)
-            if int(total_steps) == 0 and s == 300:
-                # Estimate how many steps fit in the budget (after XLA compiles are paid).
-                rate = (time.time() - window_t) / len(window) if window else 0.3
-                total_steps.assign(int(s + (budget - elapsed) / max(rate, 1e-3)))
-                say(f"estimated total steps {int(total_steps)} ({rate * 1000:.0f} ms/step)")
             if s % 100 == 0:
                 dt = (time.time() - window_t) / len(window)
-                say(f"epoch {epoch} step {s} loss {np.mean(window):.3f} lr {float(lr_at(step)):.2e} "
-                    f"{dt * 1000:.0f} ms/step elapsed {elapsed / 60:.1f}/{args.minutes:.0f} min")
+                say(f"epoch {epoch} step {s} loss {np.mean(window):.3f} "
+                    f"lr {float(lr_at(step, progress)):.2e} {dt * 1000:.0f} ms/step "
+                    f"elapsed {elapsed / 60:.1f}/{args.minutes:.0f} min")
                 window, window_t = [], time.time()
-            snap_every = max(1, int(total_steps) // 40) if int(total_steps) else 0
-            if snap_every and s >= 0.85 * int(total_steps) and s % snap_every == 0:
+            if elapsed >= 0.85 * budget and time.time() - last_snap >= budget / 40:
                 snapshot()
+                last_snap = time.time()
             if time.time() - last_ckpt > args.ckpt_minutes * 60:
                 save_state()
                 last_ckpt = time.time()

@@ -1,0 +1,133 @@
+"""The shipped translator: exact translations, CLI line alignment, batched == one-by-one."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app import translator as tr
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL_DIR = ROOT / "models" / "translator"
+
+# Observed from the shipped model (greedy); a retrained model must update these on purpose.
+EXPECTED = {
+    "I have a house.": "Tengo una casa.",
+}
+
+
+# -- pure pre-processing ---------------------------------------------------------------
+def test_split_sentences():
+    assert tr.split_sentences("Hello. How are you? I am fine!") == ["Hello.", "How are you?", "I am fine!"]
+    assert tr.split_sentences("Mr. smith is here. 3 cats.") == ["Mr. smith is here.", "3 cats."]
+    assert tr.split_sentences("one\n\ntwo") == ["one", "two"]
+    assert tr.split_sentences("   ") == []
+
+
+def test_shouting_and_sentence_case():
+    assert tr.is_shouting("I HAVE A HOUSE.")
+    assert not tr.is_shouting("I have a house.")
+    assert not tr.is_shouting("I")  # a single letter is not shouting
+    assert tr.sentence_case("I HAVE A HOUSE, I THINK.") == "I have a house, I think."
+
+
+# -- the shipped model -------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def model():
+    import tensorflow as tf
+    tf.config.threading.set_intra_op_parallelism_threads(2)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    t = tr.Translator.load(MODEL_DIR, cache_size=0)  # no cache: every call really decodes
+    t.warmup()
+    return t
+
+
+def test_artifact_is_small_and_described():
+    size = sum(p.stat().st_size for p in MODEL_DIR.iterdir())
+    assert size < 40 * 1024 * 1024
+    card = (MODEL_DIR / "MODEL_CARD.md").read_text()
+    assert "CC-BY 2.0" in card and "tatoeba.org" in card
+    assert tr.sha256_file(MODEL_DIR / "weights.npz") in card
+
+
+def test_exact_translations(model):
+    got = model.translate(list(EXPECTED), beam=1)
+    assert dict(zip(EXPECTED, got)) == EXPECTED
+
+
+def test_beam_search_translates(model):
+    got = model.translate(list(EXPECTED), beam=4)
+    assert dict(zip(EXPECTED, got)) == EXPECTED
+
+
+def test_empty_and_too_long(model):
+    assert model.translate(["", "   "]) == ["", ""]
+    with pytest.raises(tr.InputTooLong, match="limit is 5000"):
+        model.translate(["a" * (tr.MAX_CHARS + 1)])
+
+
+def test_batched_equals_one_by_one(model):
+    texts = ["I have a house.", "Where is the station?", "She reads a book every night.",
+             "We will go to the beach tomorrow if it does not rain.", "Thank you.",
+             "My father works in a hospital near the river."]
+    for beam in (1, 4):
+        batched = model.translate(texts, beam=beam)
+        single = [model.translate([t], beam=beam)[0] for t in texts]
+        assert batched == single
+        assert all(batched)
+
+
+def test_lru_cache_serves_repeats_and_stays_bounded(model):
+    cached = tr.Translator(model.model, model.sp, dict(model.metadata), cache_size=2)
+    first = cached.translate(["I have a house.", "Thank you."])
+    assert (cached.cache_hits, cached.cache_misses) == (0, 2)
+    assert cached.translate(["Thank you.", "I have a house."]) == first[::-1]
+    assert (cached.cache_hits, cached.cache_misses) == (2, 2)
+    cached.translate(["Where is the station?"])
+    assert len(cached._cache) == 2
+    assert model.translate(["I have a house."]) == first[:1]
+
+
+def test_paragraph_is_split_and_rejoined(model):
+    one, two = model.translate(["I have a house.", "Where is the station?"])
+    assert model.translate(["I have a house. Where is the station?"]) == [f"{one} {two}"]
+
+
+def test_all_caps_is_translated_as_text(model):
+    normal = model.translate(["I have a house."])[0]
+    assert model.translate(["I HAVE A HOUSE."]) == [normal.upper()]
+
+
+def test_cli_keeps_line_alignment():
+    paragraph = " ".join(["Tom went to the market and bought some apples for his mother."] * 40)
+    assert len(paragraph) >= 2000
+    lines = ["I have a house.", "", "¿¿??  ###  @@@ \u2603 \u00e9\u00e8", "I love pizza 🍕🍕!",
+             "WHERE IS THE STATION?", paragraph, "\x00\x01 tab\there", "", "Thank you."]
+    stdin = "\n".join(lines) + "\n"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, "-m", "app", "translate", "--threads", "2"], input=stdin,
+                         capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = out.stdout.split("\n")
+    assert got[-1] == ""  # trailing newline after the last line
+    got = got[:-1]
+    assert len(got) == len(lines)
+    for src, dst in zip(lines, got):
+        assert (dst == "") == (src.strip("\x00\x01 \t") == "")
+    assert got[0] == EXPECTED["I have a house."]
+    assert got[4] == got[4].upper() and got[4] != ""
+    assert len(got[5]) > 1000  # the long paragraph is translated whole, not truncated
+
+
+def test_cli_refuses_over_long_line_but_keeps_alignment():
+    stdin = "I have a house.\n" + "a " * tr.MAX_CHARS + "\nThank you.\n"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, "-m", "app", "translate"], input=stdin,
+                         capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert out.returncode == 2
+    assert "line 2" in out.stderr and "limit" in out.stderr
+    got = out.stdout.split("\n")[:-1]
+    assert len(got) == 3 and got[1] == "" and got[0] == EXPECTED["I have a house."]

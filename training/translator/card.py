@@ -1,0 +1,133 @@
+"""Write models/translator/MODEL_CARD.md from metadata.json (figures recorded by evaluate.py)."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from app.translator import sha256_file
+from training.translator import paths
+
+
+def split_sizes(work: Path) -> dict:
+    out = {}
+    for name in ("train", "dev", "test"):
+        rows = [r.split("\t")[0] for r in (work / f"{name}.tsv").read_text(encoding="utf-8").splitlines() if r]
+        out[name] = {"pairs": len(rows), "english_sentences": len(set(rows))}
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--model-dir", type=Path, default=paths.MODEL_DIR)
+    ap.add_argument("--work", type=Path, default=paths.WORK)
+    ap.add_argument("--speed", type=Path, help="JSON written by bench/translator_speed.py --json")
+    args = ap.parse_args(argv)
+    meta_path = args.model_dir / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta["splits"] = split_sizes(args.work)
+    meta["files"] = {p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+                     for p in sorted(args.model_dir.iterdir())
+                     if p.name in ("weights.npz", "spm.model", "config.json")}
+    if args.speed:
+        meta["speed"] = json.loads(args.speed.read_text())
+    meta_path.write_text(json.dumps(meta, indent=1) + "\n")
+
+    m, a = meta.get("metrics", {}), meta["architecture"]
+    lines = []
+
+    def table(split):
+        res = m.get(split, {})
+        if not res:
+            return
+        lines.append(f"\n**{split}** ({next(iter(res.values()))['rows']} rows, "
+                     f"{next(iter(res.values()))['sentences']} distinct English sentences)\n")
+        lines.append("| system | BLEU | chrF | BLEU multi-ref | chrF multi-ref | sentences/s |")
+        lines.append("|---|---|---|---|---|---|")
+        for name, r in res.items():
+            lines.append(f"| {name} | {r['bleu']} | {r['chrf']} | {r['bleu_multi_ref']} | "
+                         f"{r['chrf_multi_ref']} | {r['sentences_per_s']} |")
+
+    table("test")
+    table("dev")
+    metrics_md = "\n".join(lines)
+    speed_md = ""
+    if meta.get("speed"):
+        speed_md = "| measurement | result | target |\n|---|---|---|\n" + "\n".join(
+            f"| {r['name']} | {r['result']} | {r['target']} |" for r in meta["speed"])
+    sizes = meta["splits"]
+    files_md = "\n".join(f"| `{n}` | {f['bytes']:,} | `{f['sha256']}` |" for n, f in meta["files"].items())
+    card = f"""# Model card: translator-en-es ({meta['version']})
+
+English -> Spanish encoder-decoder Transformer trained from scratch by our own code
+(`training/translator/`) on CPU. Served by `app/translator.py`.
+
+## Data and licence
+Tatoeba sentence pairs as exported by manythings.org/anki (`spa-eng/spa.txt`, 2018-05-13,
+118,964 pairs). Licence **CC-BY 2.0 (France)**. Attribution: www.manythings.org/anki and
+tatoeba.org. The corpus is not included in this repository.
+
+Split by **distinct English sentence** (seed 1234), so no test sentence is seen in training; all
+Spanish references of an English sentence stay in its split:
+
+| split | English sentences | pairs |
+|---|---|---|
+| train | {sizes['train']['english_sentences']:,} | {sizes['train']['pairs']:,} |
+| dev | {sizes['dev']['english_sentences']:,} | {sizes['dev']['pairs']:,} |
+| test | {sizes['test']['english_sentences']:,} | {sizes['test']['pairs']:,} |
+
+The SentencePiece model (unigram, {a['vocab_size']} pieces, shared by both languages) was
+trained on the train split only. Test was used once, at the end, never for choices.
+
+## Model
+Pre-layer-norm Transformer, {a['enc_layers']} encoder + {a['dec_layers']} decoder layers,
+d_model {a['d_model']}, {a['heads']} heads, feed-forward {a['ff']}, one embedding matrix tied
+between source, target and output; {meta['parameters']:,} parameters. Trained
+{meta['training']['minutes']} min on 2 CPU cores ({meta['training']['steps']} steps,
+{meta['training']['epochs']} full epochs; bf16 compute, XLA, length-bucketed fixed shapes of
+~2,048 padded tokens, label smoothing 0.1, Adam with linear warm-up and cosine decay).
+Exported weights: average of the last snapshots ({', '.join(meta['averaged_snapshots'])}),
+stored as {meta['weights_dtype']}.
+
+## Metrics
+sacrebleu {meta.get('sacrebleu', '2.6.0')} corpus BLEU and chrF, default settings. "BLEU" scores
+every test row against its one reference (as the Tatoeba test sets do); "multi-ref" scores each
+distinct English sentence once against all its references. Apertium is Debian's rule-based
+`apertium-eng-spa`, run on the same sentences.
+{metrics_md}
+
+## Speed (`bench/translator_speed.py`, this 2-core machine)
+{speed_md or 'see README'}
+
+## Input / output contract
+- Input: English text, UTF-8, at most 5,000 characters per text (longer texts are refused, never
+  truncated). Text is split into sentences (and over-long sentences at commas / word boundaries),
+  all sentences of a request are decoded as one length-sorted batch, then rejoined with spaces
+  (line breaks kept). All-caps sentences are translated in sentence case and upper-cased back.
+- Output: Spanish text, one string per input text; empty input gives empty output.
+- Decoding: greedy (beam 1) or beam search with GNMT length normalisation (alpha 0.6); output
+  length capped at 1.5 x source tokens + 10; stops at end-of-sentence.
+
+## Files
+| file | bytes | sha256 |
+|---|---|---|
+{files_md}
+
+## Reproduce
+```
+.venv/bin/python -m training.translator --minutes 100
+```
+(split + tokenizer, training with checkpoints in `work/translator/`, resumable by rerunning;
+export; evaluation with Apertium beside it; this card). Requires `../shared/data/translator` and
+`apt-get install apertium-eng-spa` for the peer figures.
+
+## Limitations
+Trained on short everyday Tatoeba sentences (median 6 words): long, technical or informal text
+is translated less well; names and rare words may be garbled; no document context.
+"""
+    (args.model_dir / "MODEL_CARD.md").write_text(card)
+    print(f"wrote {args.model_dir / 'MODEL_CARD.md'}")
+
+
+if __name__ == "__main__":
+    main()
