@@ -83,6 +83,7 @@ def test_form_page(stack, path):
     assert '<label for="English">' in html
     assert re.search(r'<textarea id="English" name="English"', html)
     assert 'href="/static/style.css"' in html
+    assert r.headers["X-Content-Type-Options"] == "nosniff" and r.headers["X-Frame-Options"] == "DENY"
 
 
 def test_static_css_served_by_nginx(stack):
@@ -355,21 +356,32 @@ def test_truncated_and_random_bytes_never_5xx(stack):
             assert_json_error(r, 400)
 
 
-def test_nginx_502_json(stack, tmp_path):
-    """nginx's own 502 (upstream down) in the API's JSON shape: a second nginx, dead upstream."""
+@pytest.mark.parametrize("status,code", [(502, "bad_gateway"), (504, "gateway_timeout")])
+def test_nginx_own_errors_json(stack, tmp_path, status, code):
+    """nginx's own 502 (upstream down) and 504 (upstream silent) in the API's JSON shape:
+    a second nginx from the same templates, pointed at a dead / a mute upstream."""
+    import socket
     env = dict(stack.env)
-    port, dead = free_port(), free_port()
-    env.update({"PORT": str(port), "APP_UPSTREAM": f"127.0.0.1:{dead}", "NGINX_RUN_DIR": str(tmp_path / "ng"),
-                "NGINX_ACCESS_LOG": str(tmp_path / "a.log"), "NGINX_ERROR_LOG": str(tmp_path / "e.log")})
+    port, upstream = free_port(), free_port()
+    mute = None
+    if status == 504:  # accepts connections (backlog) but never answers
+        mute = socket.socket()
+        mute.bind(("127.0.0.1", upstream))
+        mute.listen(8)
+    env.update({"PORT": str(port), "APP_UPSTREAM": f"127.0.0.1:{upstream}", "NGINX_RUN_DIR": str(tmp_path / "ng"),
+                "NGINX_ACCESS_LOG": str(tmp_path / "a.log"), "NGINX_ERROR_LOG": str(tmp_path / "e.log"),
+                "UPSTREAM_TIMEOUT": "1"})
     proc = start_nginx(env, tmp_path / "out.log")
     try:
         wait_port(port)
-        r = requests.get(f"http://127.0.0.1:{port}/readyz", headers={"X-Request-ID": "req-502-test"}, timeout=10)
-        err = assert_json_error(r, 502, "bad_gateway")
-        assert err["request_id"] == "req-502-test" == r.headers["X-Request-ID"]
+        r = requests.get(f"http://127.0.0.1:{port}/readyz", headers={"X-Request-ID": f"req-{status}-test"}, timeout=20)
+        err = assert_json_error(r, status, code)
+        assert err["request_id"] == f"req-{status}-test" == r.headers["X-Request-ID"]
     finally:
         import signal
         stop_process(proc, signal.SIGQUIT)
+        if mute:
+            mute.close()
 
 
 # --- request ids and logs ------------------------------------------------------------------
