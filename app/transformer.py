@@ -98,17 +98,6 @@ class DecoderLayer(keras.layers.Layer):
         x = x + self.drop(self.cross(self.ln2(x), enc, src_bias, training=training), training=training)
         return x + self.drop(self.ffn(self.ln3(x), training=training), training=training)
 
-    def step(self, x, cache_k, cache_v, cross_k, cross_v, src_bias):
-        """One decoding position: x [B, 1, d]; caches [B, h, t, dh] -> (x, new caches)."""
-        h = self.ln1(x)
-        a = self.self_att
-        cache_k = tf.concat([cache_k, a.split(a.k(h))], axis=2)
-        cache_v = tf.concat([cache_v, a.split(a.v(h))], axis=2)
-        x = x + a.attend(a.split(a.q(h)), cache_k, cache_v, None)
-        c = self.cross
-        x = x + c.attend(c.split(c.q(self.ln2(x))), cross_k, cross_v, src_bias)
-        return x + self.ffn(self.ln3(x)), cache_k, cache_v
-
 
 class Transformer(keras.Model):
     """Pre-LN encoder-decoder with one embedding matrix shared by source, target and output."""
@@ -184,6 +173,7 @@ class Decoder:
         suppress = np.zeros(model.config["vocab_size"], np.float32)
         suppress[[PAD, UNK, BOS]] = NEG
         self.suppress = tf.constant(suppress)
+        self.f = self._fuse()
 
     def _start(self, src, rows):
         """Encode src, repeat each row `rows` times, precompute cross-attention keys/values."""
@@ -198,13 +188,57 @@ class Decoder:
         caches = [(empty, empty) for _ in self.m.dec_layers]
         return cross, src_bias, caches
 
+    def _fuse(self):
+        """Inference constants: q/k/v kernels fused, attention scale folded into q, 2-D matmuls.
+
+        A decoding step then runs ~50 ops per layer on [rows, d] tensors instead of the Keras
+        layers' 3-D path. Built once, after the weights are loaded."""
+        m = self.m
+        dh = m.dec_layers[0].self_att.dh
+        scale = 1.0 / math.sqrt(dh)
+        c = lambda v: tf.constant(v.numpy() if hasattr(v, "numpy") else v)  # noqa: E731
+        layers = []
+        for l in m.dec_layers:
+            a, x = l.self_att, l.cross
+            layers.append(dict(
+                ln1=(c(l.ln1.gamma), c(l.ln1.beta)),
+                wqkv=c(np.concatenate([a.q.kernel.numpy() * scale, a.k.kernel.numpy(), a.v.kernel.numpy()], 1)),
+                bqkv=c(np.concatenate([a.q.bias.numpy() * scale, a.k.bias.numpy(), a.v.bias.numpy()])),
+                wo=c(a.o.kernel), bo=c(a.o.bias),
+                ln2=(c(l.ln2.gamma), c(l.ln2.beta)),
+                wq=c(x.q.kernel.numpy() * scale), bq=c(x.q.bias.numpy() * scale),
+                wco=c(x.o.kernel), bco=c(x.o.bias),
+                ln3=(c(l.ln3.gamma), c(l.ln3.beta)),
+                w1=c(l.ffn.w1.kernel), b1=c(l.ffn.w1.bias), w2=c(l.ffn.w2.kernel), b2=c(l.ffn.w2.bias)))
+        emb = m.emb.embeddings.numpy()
+        return dict(layers=layers, emb=c(emb * math.sqrt(m.d_model)), emb_t=c(emb.T.copy()),
+                    ln=(c(m.dec_ln.gamma), c(m.dec_ln.beta)), pos=m.pos)
+
+    @staticmethod
+    def _ln(x, gb):
+        mean, var = tf.nn.moments(x, axes=[-1], keepdims=True)
+        return (x - mean) * tf.math.rsqrt(var + 1e-6) * gb[0] + gb[1]
+
     def _step(self, tok, t, caches, cross, src_bias):
-        x = self.m.emb(tok[:, None]) * math.sqrt(self.m.d_model) + self.m.pos[t][None, None, :]
+        """One position for every row: tok [N] -> logits [N, V], caches grown by one."""
+        f, heads = self.f, self.m.config["heads"]
+        d = self.m.d_model
+        n = tf.shape(tok)[0]
+        x = tf.gather(f["emb"], tok) + f["pos"][t]
         new = []
-        for layer, (ck, cv), (xk, xv) in zip(self.m.dec_layers, caches, cross):
-            x, ck, cv = layer.step(x, ck, cv, xk, xv, src_bias)
+        for p, (ck, cv), (xk, xv) in zip(f["layers"], caches, cross):
+            q, k, v = tf.split(tf.matmul(self._ln(x, p["ln1"]), p["wqkv"]) + p["bqkv"], 3, axis=1)
+            ck = tf.concat([ck, tf.reshape(k, [n, heads, 1, -1])], axis=2)
+            cv = tf.concat([cv, tf.reshape(v, [n, heads, 1, -1])], axis=2)
+            w = tf.nn.softmax(tf.matmul(tf.reshape(q, [n, heads, 1, -1]), ck, transpose_b=True))
+            x = x + tf.matmul(tf.reshape(tf.matmul(w, cv), [n, d]), p["wo"]) + p["bo"]
+            q = tf.matmul(self._ln(x, p["ln2"]), p["wq"]) + p["bq"]
+            w = tf.nn.softmax(tf.matmul(tf.reshape(q, [n, heads, 1, -1]), xk, transpose_b=True) + src_bias)
+            x = x + tf.matmul(tf.reshape(tf.matmul(w, xv), [n, d]), p["wco"]) + p["bco"]
+            h = tf.nn.relu(tf.matmul(self._ln(x, p["ln3"]), p["w1"]) + p["b1"])
+            x = x + tf.matmul(h, p["w2"]) + p["b2"]
             new.append((ck, cv))
-        return self.m.logits(x)[:, 0] + self.suppress, new
+        return tf.matmul(self._ln(x, f["ln"]), f["emb_t"]) + self.suppress, new
 
     def _cache_shapes(self):
         a = self.m.dec_layers[0].self_att
