@@ -150,16 +150,16 @@ start_native() {
     echo "$base/"
 }
 
-# stop_pid PIDFILE NAME SIGNAL
+# stop_pid PIDFILE NAME SIGNAL WAIT_SECONDS: graceful signal, then KILL after the wait
 stop_pid() {
-    local f=$1 name=$2 sig=$3 pid i
+    local f=$1 name=$2 sig=$3 wait=${4:-30} pid i
     if pid_alive "$f" "$name"; then
         pid=$(tr -dc '0-9' < "$f")
         log "stopping $name (pid $pid)"
         kill "-$sig" "$pid" 2>/dev/null || true
-        for i in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        for i in $(seq 1 $((wait * 10))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         if kill -0 "$pid" 2>/dev/null; then
-            log "$name (pid $pid) did not stop in 30 s; killing it"
+            log "$name (pid $pid) did not stop in $wait s; killing it"
             kill -KILL "$pid" 2>/dev/null || true
         fi
     fi
@@ -168,8 +168,9 @@ stop_pid() {
 
 stop_native() {
     load_env
-    stop_pid "$NGINX_RUN_DIR/nginx.pid" nginx QUIT
-    stop_pid "$APP_PIDFILE" uwsgi TERM
+    # uWSGI first (in-flight requests finish, up to RELOAD_MERCY), nginx last
+    stop_pid "$APP_PIDFILE" uwsgi TERM $((RELOAD_MERCY + 10))
+    stop_pid "$NGINX_RUN_DIR/nginx.pid" nginx QUIT 30
     rm -f "$RUN_DIR/mode"
     [[ "${1:-}" == quiet ]] || log "stopped"
 }

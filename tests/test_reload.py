@@ -117,3 +117,38 @@ def test_touch_reload_whole_app(stack):
     assert r.json()["app"]["revision"] == "rev-3"
     # exact counters survive worker replacement (files of dead workers are kept)
     assert stack.get("/api/stats").json()["summary"]["base64"] >= 100
+
+
+def test_sigterm_finishes_in_flight_requests(stack):
+    """Last test of the session's stack: SIGTERM (docker stop / start.sh stop) lets the
+    in-flight request finish (200), then uWSGI exits cleanly."""
+    import random
+    import signal
+    rnd = random.Random(time.time_ns())
+    vocab = "the a man woman child house car dog river city green big small walks sees with near book".split()
+    texts = []
+    for _ in range(2):
+        t = ""
+        while len(t) < 4900:
+            t += " ".join(rnd.choice(vocab) for _ in range(rnd.randint(6, 14))).capitalize() + ". "
+        texts.append(t[:5000])
+    result = {}
+
+    def slow():
+        t0 = time.time()
+        try:
+            r = stack.post("/api/translate", json={"texts": texts, "beam": 4}, timeout=200)
+            result["status"] = r.status_code
+        except requests.RequestException as exc:
+            result["status"] = repr(exc)
+        result["seconds"] = time.time() - t0
+
+    th = threading.Thread(target=slow)
+    th.start()
+    time.sleep(1.5)
+    assert th.is_alive(), "the request finished before SIGTERM; make it longer"
+    stack.uwsgi.send_signal(signal.SIGTERM)
+    th.join(200)
+    assert result.get("status") == 200, result
+    assert stack.uwsgi.wait(60) == 0
+    print(f"\n[shutdown] in-flight request answered 200 after {result['seconds']:.1f}s, uWSGI exited 0")
