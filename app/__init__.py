@@ -37,6 +37,7 @@ def create_app(config=None, registry=None) -> Flask:
         SEND_FILE_MAX_AGE_DEFAULT=3600,
     )
     app.json.sort_keys = False
+    app.json.ensure_ascii = False  # Spanish text as UTF-8, not \u escapes
     app.extensions["config"] = cfg
 
     errors.register_error_handlers(app)

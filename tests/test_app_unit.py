@@ -182,3 +182,10 @@ def test_busy_translator_is_503_with_retry_after():
     finally:
         reg._translate_slot.release()
     assert c.post("/api/translate", json={"text": "free again"}).status_code == 200
+
+
+def test_json_is_utf8_not_ascii_escaped(loaded):
+    c, _ = loaded
+    r = c.post("/api/translate", json={"text": "año señor"})
+    assert r.status_code == 200
+    assert "AÑO SEÑOR".encode() in r.data and b"\\u" not in r.data
