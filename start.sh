@@ -137,8 +137,7 @@ start_native() {
 
     log "starting uWSGI ($WORKERS workers x $THREADS threads) on $APP_SOCKET"
     setsid "$ROOT/.venv/bin/uwsgi" --ini "$ROOT/app.ini" >> "$RUN_DIR/uwsgi.log" 2>&1 < /dev/null &
-    local i
-    for i in $(seq 1 100); do pid_alive "$APP_PIDFILE" uwsgi && break; sleep 0.1; done
+    for _ in $(seq 1 100); do pid_alive "$APP_PIDFILE" uwsgi && break; sleep 0.1; done
     pid_alive "$APP_PIDFILE" uwsgi || { tail -20 "$RUN_DIR/uwsgi.log" >&2; die "uWSGI did not start"; }
 
     local conf
@@ -152,12 +151,12 @@ start_native() {
 
 # stop_pid PIDFILE NAME SIGNAL WAIT_SECONDS: graceful signal, then KILL after the wait
 stop_pid() {
-    local f=$1 name=$2 sig=$3 wait=${4:-30} pid i
+    local f=$1 name=$2 sig=$3 wait=${4:-30} pid
     if pid_alive "$f" "$name"; then
         pid=$(tr -dc '0-9' < "$f")
         log "stopping $name (pid $pid)"
         kill "-$sig" "$pid" 2>/dev/null || true
-        for i in $(seq 1 $((wait * 10))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        for _ in $(seq 1 $((wait * 10))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         if kill -0 "$pid" 2>/dev/null; then
             log "$name (pid $pid) did not stop in $wait s; killing it"
             kill -KILL "$pid" 2>/dev/null || true
