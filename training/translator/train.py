@@ -157,7 +157,7 @@ def main(argv=None):
         n = tf.reduce_sum(mask)
         return tf.reduce_sum(loss * mask) / n, tf.reduce_sum(nll * mask), tf.reduce_sum(correct * mask), n
 
-    @tf.function(jit_compile=True, reduce_retracing=False)
+    @tf.function(jit_compile=True, autograph=False)  # no AutoGraph: it re-reads this file
     def train_step(a, b, c):
         with tf.GradientTape() as tape:
             logits = model((a, b), training=True)
@@ -167,7 +167,7 @@ def main(argv=None):
         step.assign_add(1)
         return loss
 
-    @tf.function(jit_compile=True)
+    @tf.function(jit_compile=True, autograph=False)
     def eval_step(a, b, c):
         _, nll, correct, n = loss_fn(model((a, b), training=False), c)
         return nll, correct, n
