@@ -43,7 +43,7 @@ def main():
     ap.add_argument("--arch", choices=["integral", "gap"], default="integral",
                     help="integral: soft-argmax heads on a 14x14 map (default); gap: global-pool regression")
     ap.add_argument("--width", type=float, default=1.0)
-    ap.add_argument("--p-whole", type=float, default=0.3, help="share of whole-image samples")
+    ap.add_argument("--p-whole", type=float, default=0.5, help="share of whole-image samples")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval-every", type=float, default=4.0, help="minutes between dev evaluations")
     ap.add_argument("--run-dir", default=os.environ.get("NOSE_RUN_DIR", "/tmp/nose_tracker_runs/latest"))
@@ -192,6 +192,9 @@ def main():
     x_real = cache["whole"][split["dev"][:16]].astype(np.float32) / 255.0
     diff = max(compare(model, pb, x_rand), compare(model, pb, x_real))
     print(f"exported {pb} {pb.stat().st_size / 1e6:.2f} MB; max |keras - opencv| = {diff:.2e}", flush=True)
+    from bench import bench
+    forward_ms = round(float(np.median(bench(pb, 300))), 3)
+    print(f"forward (cv2.dnn, 1 thread, batch 1): median {forward_ms} ms", flush=True)
     metrics = {}
     floor_mean = whole_t[split["train"], :2].mean(0)
     for part in (["dev", "test"] if a.test else ["dev"]):
@@ -211,6 +214,8 @@ def main():
                    "units": "normalised to [0,1] of the input image (multiply x by width, y by height)"},
         "metrics": metrics,
         "opencv_vs_keras_max_abs_diff": diff,
+        "forward_ms_median_1thread": forward_ms,
+        "size_bytes": pb.stat().st_size,
         "training": info,
         "floor_mean_nose_xy": [float(v) for v in floor_mean],
     }
