@@ -38,8 +38,11 @@ def test_shouting_and_sentence_case():
 @pytest.fixture(scope="module")
 def model():
     import tensorflow as tf
-    tf.config.threading.set_intra_op_parallelism_threads(2)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(2)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # another test module already ran TF ops in this process
+        pass
     t = tr.Translator.load(MODEL_DIR, cache_size=0)  # no cache: every call really decodes
     t.warmup()
     return t

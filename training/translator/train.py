@@ -90,6 +90,9 @@ def main(argv=None):
     ap.add_argument("--ckpt-minutes", type=float, default=5.0)
     ap.add_argument("--snapshots", type=int, default=6, help="weight snapshots kept for averaging")
     ap.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (tests)")
+    ap.add_argument("--init-from", type=Path,
+                    help="start from an exported model dir (e.g. models/translator) instead of "
+                         "random weights; its config.json and spm.model must match")
     args = ap.parse_args(argv)
 
     import tensorflow as tf
@@ -139,6 +142,12 @@ def main(argv=None):
     optimizer = build_optimizer(model, lambda: lr_at(step, progress))
     ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
     manager = tf.train.CheckpointManager(ckpt, str(ckpt_dir), max_to_keep=2)
+    if args.init_from and not manager.latest_checkpoint:
+        with np.load(args.init_from / "weights.npz") as data:
+            if [str(n) for n in data["names"]] != [v.path for v in model.weights]:
+                raise SystemExit(f"{args.init_from} does not match this architecture")
+            model.set_weights([data[f"w{i:03d}"].astype(np.float32) for i in range(len(model.weights))])
+        say(f"initialised from {args.init_from}")
     if manager.latest_checkpoint:
         ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         say(f"resumed from {manager.latest_checkpoint} at step {int(step)}")
