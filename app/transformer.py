@@ -168,7 +168,7 @@ class Decoder:
         self.m = model
         self._beam = {}
         spec = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([], tf.int32)]
-        self.greedy = tf.function(self._greedy, input_signature=spec)
+        self.greedy = tf.function(self._greedy, input_signature=spec, autograph=False)
         # Never emit padding, unknown or begin-of-sentence tokens.
         suppress = np.zeros(model.config["vocab_size"], np.float32)
         suppress[[PAD, UNK, BOS]] = NEG
@@ -271,7 +271,7 @@ class Decoder:
             spec = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([], tf.int32),
                     tf.TensorSpec([], tf.float32)]
             self._beam[k] = tf.function(lambda s, m, a: self._beam_search(s, m, a, k),
-                                        input_signature=spec)
+                                        input_signature=spec, autograph=False)
         return self._beam[k]
 
     def _beam_search(self, src, max_len, alpha, k):
