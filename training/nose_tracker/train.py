@@ -2,7 +2,7 @@
 
 One command (from the repo root) reproduces the shipped model:
 
-    .venv/bin/python training/nose_tracker/train.py --minutes 22
+    .venv/bin/python training/nose_tracker/train.py --minutes 30 --test
 
 What it does: split by image (80/10/10, stratified by source, seed 0) -> cache decoded
 images in memory (and in $NOSE_CACHE_DIR, default /tmp/nose_tracker_cache) -> train with
