@@ -50,6 +50,23 @@ def main(argv=None):
 
     table("test")
     table("dev")
+    test = m.get("test", {})
+    if "ours_beam1" in test:
+        best = max(test["ours_beam1"]["bleu"], test.get("ours_beam4", {}).get("bleu", 0))
+        chrf = max(test["ours_beam1"]["chrf"], test.get("ours_beam4", {}).get("chrf", 0))
+        lines.append(f"\nTargets (issue 3): BLEU >= 45 and chrF >= 65 on test: "
+                     f"**{'met' if best >= 45 and chrf >= 65 else 'NOT met'}** "
+                     f"(best {best} / {chrf}).")
+        if "apertium" in test:
+            margin = round(best - test["apertium"]["bleu"], 2)
+            lines.append(f"Margin over Apertium: {margin} BLEU (target >= 15: "
+                         f"**{'met' if margin >= 15 else 'NOT met'}**).")
+    if meta.get("float32_check"):
+        fc = meta["float32_check"]
+        lines.append(f"\nfloat16 storage check: the same averaged weights kept in float32 score dev "
+                     f"BLEU {fc['bleu']} / chrF {fc['chrf']} (greedy) against "
+                     f"{m.get('dev', {}).get('ours_beam1', {}).get('bleu')} / "
+                     f"{m.get('dev', {}).get('ours_beam1', {}).get('chrf')} for float16.")
     metrics_md = "\n".join(lines)
     speed_md = ""
     if meta.get("speed"):
