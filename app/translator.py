@@ -11,7 +11,6 @@ never truncated.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import re
@@ -23,6 +22,8 @@ from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
+
+from app.nose import sha256_file  # noqa: F401 (re-exported for training/translator/card.py)
 
 MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "translator"
 MAX_CHARS = 5000          # per text; longer texts are refused (422 over HTTP)
@@ -36,14 +37,6 @@ _LONE_I = re.compile(r"\bi\b")
 
 class InputTooLong(ValueError):
     """A text is over MAX_CHARS characters."""
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def split_sentences(text: str) -> list[str]:
