@@ -205,7 +205,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     """`python -m app translate`: one English line in, one Spanish line out, in order."""
     ap = argparse.ArgumentParser(prog="python -m app translate", description=cli_main.__doc__)
     ap.add_argument("--beam", type=int, default=1, help="beam width (1 = greedy)")
-    ap.add_argument("--model-dir", default=os.environ.get("TRANSLATOR_DIR", str(MODEL_DIR)))
+    ap.add_argument("--model-dir", default=os.environ.get("TRANSLATOR_MODEL_DIR", str(MODEL_DIR)))
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                     help="TensorFlow intra-op threads")
     ap.add_argument("--chunk", type=int, default=512, help="lines decoded per batch call")
