@@ -23,7 +23,7 @@ def create_app(config=None, registry=None) -> Flask:
     registry: a ready :class:`app.models.ModelRegistry` (tests); by default a new
     one is created and loaded according to ``MODEL_LOADING``.
     """
-    from . import api, errors, observability, pages
+    from . import api, docs, errors, observability, pages, security
     from .config import Config
     from .models import ModelRegistry
 
@@ -42,8 +42,10 @@ def create_app(config=None, registry=None) -> Flask:
 
     errors.register_error_handlers(app)
     observability.init_app(app)
+    security.init_app(app)
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(docs.bp)
 
     if registry is None:
         registry = ModelRegistry(cfg)

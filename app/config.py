@@ -67,7 +67,29 @@ SETTINGS: tuple[Setting, ...] = (
        "Seconds a request may wait for this worker's translator before a 503 (busy, Retry-After)."),
     _s("app", "MAX_BEAM", "4", "Largest beam accepted by /api/translate."),
     _s("app", "DEFAULT_BEAM", "1", "Beam used when a request gives none (and by the HTML form)."),
+    _s("app", "TRANSLATE_BATCH_MAX", "32",
+       "Dynamic batching: most texts decoded together in one call, collected from concurrent "
+       "translation requests of a worker (0 turns batching off: one request at a time)."),
+    _s("app", "TRANSLATE_BATCH_WAIT_MS", "2",
+       "Dynamic batching: longest time (ms) the oldest queued request waits for others to join "
+       "its batch (0: no waiting; batches then form only while the previous one decodes)."),
+    _s("app", "TRANSLATE_CACHE_SIZE", "4096",
+       "Sentences kept per worker in the translator's LRU cache (repeats skip decoding; 0 disables)."),
+    _s("app", "IMAGE_REDUCED_DECODE", "1",
+       "1: decode large JPEGs at 1/2, 1/4 or 1/8 scale (chosen from the header so both sides stay "
+       ">= 2x the model's 112 px input), which is faster; 0: always decode at full size."),
+    _s("uwsgi", "PRELOAD_LIBRARIES", "1",
+       "1: the uWSGI master imports TensorFlow, OpenCV & co. before forking (no op is run), so "
+       "workers share those pages; models are still created in each worker after the fork."),
     _s("app", "LOG_LEVEL", "INFO", "Python log level of the app logger."),
+    _s("app", "API_KEYS", "",
+       "Comma-separated API keys. When any key is set (here or in API_KEYS_FILE), the JSON API needs "
+       "`Authorization: Bearer <key>` or `X-API-Key: <key>` (401 otherwise); /healthz, /readyz, "
+       "/openapi.json, /docs and static files stay public. Empty: no authentication."),
+    _s("app", "API_KEYS_FILE", "",
+       "File with one API key per line (# comments allowed), added to API_KEYS; read at worker start."),
+    _s("app", "PROTECT_PAGES", "0",
+       "1: the HTML pages (/, /index, /result, /dashboard) need an API key too (when keys are set)."),
     _s("app", "PROMETHEUS_MULTIPROC_DIR", "{RUN_DIR}/prometheus",
        "prometheus_client multiprocess directory: exact metrics over all workers. start.sh and the "
        "container export it and empty it at start; when unset (dev server) metrics are per process."),
@@ -88,7 +110,14 @@ SETTINGS: tuple[Setting, ...] = (
     _s("nginx", "PORT", "8080", "Port nginx listens on."),
     _s("nginx", "BIND_HOST", "127.0.0.1", "Address nginx listens on (0.0.0.0 in the container)."),
     _s("nginx", "APP_UPSTREAM", "127.0.0.1:3031", "Where nginx finds uWSGI (host:port or unix:/path)."),
-    _s("nginx", "UPSTREAM_TIMEOUT", "130", "Seconds nginx waits for uWSGI (keep above HARAKIRI)."),
+    _s("nginx", "UPSTREAM_TIMEOUT", "115",
+       "Seconds nginx waits for uWSGI's answer. Keep it a few seconds BELOW HARAKIRI: a stuck request "
+       "then gets nginx's 504 JSON, and harakiri recycles the worker a moment later."),
+    _s("nginx", "RATE_LIMIT_RPS", "20",
+       "Requests per second per client address that nginx passes to the app (limit_req; 0 disables)."),
+    _s("nginx", "RATE_LIMIT_BURST", "40", "Requests a client may send above the rate at once before 429s."),
+    _s("nginx", "RATE_LIMIT_EXEMPT", "127.0.0.1 ::1",
+       "Space-separated client addresses/CIDRs never rate-limited (same-host health checks, benchmarks)."),
     _s("nginx", "NGINX_WORKER_PROCESSES", "1", "nginx worker processes."),
     _s("nginx", "NGINX_RUN_DIR", "{RUN_DIR}/nginx", "nginx pid, temp dirs and rendered config."),
     _s("nginx", "NGINX_ACCESS_LOG", "{NGINX_RUN_DIR}/access.log", "nginx access log (/dev/stdout in the container)."),
@@ -99,7 +128,7 @@ SETTINGS: tuple[Setting, ...] = (
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
 
 _PATH_SETTINGS = {
-    "NOSE_MODEL_DIR", "TRANSLATOR_MODEL_DIR", "APP_REVISION_FILE", "PROMETHEUS_MULTIPROC_DIR",
+    "NOSE_MODEL_DIR", "TRANSLATOR_MODEL_DIR", "APP_REVISION_FILE", "PROMETHEUS_MULTIPROC_DIR", "API_KEYS_FILE",
     "RUN_DIR", "APP_PIDFILE", "TOUCH_RELOAD", "TOUCH_CHAIN_RELOAD",
     "NGINX_RUN_DIR", "NGINX_ACCESS_LOG", "NGINX_ERROR_LOG", "STATIC_ROOT",
 }
@@ -168,6 +197,26 @@ def _bool(env: Mapping[str, str], name: str) -> bool:
     raise ValueError(f"environment variable {name}={raw!r} is not a boolean")
 
 
+def parse_api_keys(keys: str, keys_file: str = "") -> tuple:
+    """API keys from a comma-separated list plus a file (one per line, # comments)."""
+    found = [k.strip() for k in (keys or "").split(",")]
+    if keys_file:
+        try:
+            with open(keys_file, encoding="utf-8") as fh:
+                found += [ln.split("#", 1)[0].strip() for ln in fh]
+        except OSError as exc:
+            raise ValueError(f"API_KEYS_FILE={keys_file!r} cannot be read: {exc.strerror}") from None
+    out = []
+    for k in found:
+        if not k:
+            continue
+        if len(k) < 16 or not k.isascii() or not k.isprintable() or " " in k:
+            raise ValueError("every API key must be at least 16 printable ASCII characters without spaces")
+        if k not in out:
+            out.append(k)
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class Config:
     """The application's settings (the uWSGI/nginx ones are only in SETTINGS)."""
@@ -192,6 +241,12 @@ class Config:
     default_beam: int
     log_level: str
     prometheus_multiproc_dir: str
+    api_keys: tuple = ()
+    protect_pages: bool = False
+    translate_batch_max: int = 32
+    translate_batch_wait_ms: int = 2
+    translate_cache_size: int = 4096
+    image_reduced_decode: bool = True
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -231,6 +286,12 @@ class Config:
             default_beam=_int(eff, "DEFAULT_BEAM", 1),
             log_level=eff["LOG_LEVEL"].upper(),
             prometheus_multiproc_dir=eff["PROMETHEUS_MULTIPROC_DIR"],
+            api_keys=parse_api_keys(eff["API_KEYS"], eff["API_KEYS_FILE"]),
+            protect_pages=_bool(eff, "PROTECT_PAGES"),
+            translate_batch_max=_int(eff, "TRANSLATE_BATCH_MAX", 0),
+            translate_batch_wait_ms=_int(eff, "TRANSLATE_BATCH_WAIT_MS", 0),
+            translate_cache_size=_int(eff, "TRANSLATE_CACHE_SIZE", 0),
+            image_reduced_decode=_bool(eff, "IMAGE_REDUCED_DECODE"),
         )
         if overrides:
             cfg = cls(**{**cfg.__dict__, **overrides})

@@ -13,10 +13,11 @@ from werkzeug.exceptions import HTTPException
 log = logging.getLogger(__name__)
 
 #: Paths whose errors are always JSON.
-API_PREFIXES = ("/api/", "/image-64", "/image-bin", "/healthz", "/readyz", "/version", "/metrics")
+API_PREFIXES = ("/api/", "/image-64", "/image-bin", "/healthz", "/readyz", "/version", "/metrics", "/openapi.json")
 
 _CODES = {
     400: "bad_request",
+    401: "unauthorized",
     404: "not_found",
     405: "method_not_allowed",
     413: "payload_too_large",

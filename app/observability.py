@@ -30,6 +30,8 @@ ENDPOINT_LABELS = {
     "api.metrics_endpoint": "metrics",
     "api.stats": "stats",
     "static": "static",
+    "docs.openapi": "openapi",
+    "docs.ui": "docs",
 }
 
 

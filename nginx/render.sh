@@ -7,7 +7,8 @@
 set -eu
 TEMPLATE_DIR=${1:-$(cd "$(dirname "$0")" && pwd)}
 for v in NGINX_RUN_DIR NGINX_WORKER_PROCESSES NGINX_ERROR_LOG NGINX_ACCESS_LOG \
-         APP_UPSTREAM BIND_HOST PORT MAX_BODY_BYTES STATIC_ROOT UPSTREAM_TIMEOUT; do
+         APP_UPSTREAM BIND_HOST PORT MAX_BODY_BYTES STATIC_ROOT UPSTREAM_TIMEOUT \
+         RATE_LIMIT_RPS RATE_LIMIT_BURST; do
     eval "val=\${$v-}"
     if [ -z "$val" ]; then
         echo "render.sh: $v is not set" >&2
@@ -21,9 +22,30 @@ else
     NGINX_USER_DIRECTIVE=""
 fi
 export NGINX_USER_DIRECTIVE
-VARS='${NGINX_USER_DIRECTIVE} ${NGINX_RUN_DIR} ${NGINX_WORKER_PROCESSES} ${NGINX_ERROR_LOG} ${NGINX_ACCESS_LOG} ${APP_UPSTREAM} ${BIND_HOST} ${PORT} ${MAX_BODY_BYTES} ${STATIC_ROOT} ${UPSTREAM_TIMEOUT}'
+# Rate limiting: RATE_LIMIT_RPS=0 leaves the zone and limit_req out.
+case "$RATE_LIMIT_RPS$RATE_LIMIT_BURST" in
+    *[!0-9]*) echo "render.sh: RATE_LIMIT_RPS and RATE_LIMIT_BURST must be integers" >&2; exit 2 ;;
+esac
+if [ "$RATE_LIMIT_RPS" -gt 0 ]; then
+    NGINX_RATE_LIMIT_ZONE="limit_req_zone \$rl_key zone=perclient:10m rate=${RATE_LIMIT_RPS}r/s;"
+    NGINX_LIMIT_REQ="limit_req zone=perclient burst=${RATE_LIMIT_BURST} nodelay;"
+else
+    NGINX_RATE_LIMIT_ZONE="# rate limiting off (RATE_LIMIT_RPS=0)"
+    NGINX_LIMIT_REQ="# rate limiting off (RATE_LIMIT_RPS=0)"
+fi
+NGINX_RATE_LIMIT_EXEMPT=""
+for a in ${RATE_LIMIT_EXEMPT-}; do
+    case "$a" in
+        *[!0-9a-fA-F.:/]*) echo "render.sh: RATE_LIMIT_EXEMPT: not an address or CIDR: $a" >&2; exit 2 ;;
+    esac
+    NGINX_RATE_LIMIT_EXEMPT="$NGINX_RATE_LIMIT_EXEMPT    $a 1;
+"
+done
+export NGINX_RATE_LIMIT_ZONE NGINX_LIMIT_REQ NGINX_RATE_LIMIT_EXEMPT
+VARS='${NGINX_RATE_LIMIT_ZONE} ${NGINX_LIMIT_REQ} ${NGINX_RATE_LIMIT_EXEMPT} ${NGINX_USER_DIRECTIVE} ${NGINX_RUN_DIR} ${NGINX_WORKER_PROCESSES} ${NGINX_ERROR_LOG} ${NGINX_ACCESS_LOG} ${APP_UPSTREAM} ${BIND_HOST} ${PORT} ${MAX_BODY_BYTES} ${STATIC_ROOT} ${UPSTREAM_TIMEOUT}'
 mkdir -p "$NGINX_RUN_DIR/conf" "$NGINX_RUN_DIR/tmp"
 for d in client_body proxy fastcgi uwsgi scgi; do mkdir -p "$NGINX_RUN_DIR/tmp/$d"; done
 envsubst "$VARS" < "$TEMPLATE_DIR/nginx.conf.template" > "$NGINX_RUN_DIR/conf/nginx.conf"
 envsubst "$VARS" < "$TEMPLATE_DIR/modelserver.conf.template" > "$NGINX_RUN_DIR/conf/modelserver.conf"
+envsubst "$VARS" < "$TEMPLATE_DIR/security-headers.conf.template" > "$NGINX_RUN_DIR/conf/security-headers.conf"
 echo "$NGINX_RUN_DIR/conf/nginx.conf"

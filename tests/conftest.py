@@ -95,7 +95,7 @@ def wait_port(port: int, timeout: float = 20) -> None:
 
 
 class Stack:
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, extra_env: dict | None = None):
         self.tmp = tmp
         self.port = free_port()
         self.app_port = free_port()
@@ -123,6 +123,7 @@ class Stack:
             "MAX_BODY_BYTES": str(2 * 1024 * 1024),
             "MODEL_LOADING": "sync",
         }
+        overrides.update(extra_env or {})
         env = {k: v for k, v in os.environ.items() if not k.startswith("UWSGI_")}
         env.update(overrides)
         env = {**env, **effective_env(env)}
@@ -134,6 +135,8 @@ class Stack:
         self.uwsgi: subprocess.Popen | None = None
         self.nginx: subprocess.Popen | None = None
         self.startup_s: float | None = None
+        keys = [k for k in env.get("API_KEYS", "").split(",") if k.strip()]
+        self.auth_headers = {"X-API-Key": keys[0].strip()} if keys else {}
 
     # --- lifecycle ---------------------------------------------------------
     def start(self) -> None:
@@ -146,7 +149,7 @@ class Stack:
                                       start_new_session=True)
         self.nginx = start_nginx(self.env, self.nginx_log)
         wait_port(self.port)
-        self.wait_workers(2, STARTUP_TIMEOUT)
+        self.wait_workers(int(self.env["WORKERS"]), STARTUP_TIMEOUT)
         self.startup_s = time.time() - t0
 
     def stop(self) -> None:
@@ -162,7 +165,8 @@ class Stack:
                 raise RuntimeError("uWSGI exited:\n" + self.log_tail())
             try:
                 with ThreadPoolExecutor(4) as ex:
-                    for r in ex.map(lambda _: requests.get(self.base + "/version", timeout=10), range(4)):
+                    for r in ex.map(lambda _: requests.get(self.base + "/version", timeout=10,
+                                                           headers=self.auth_headers), range(4)):
                         if r.status_code == 200:
                             pids.add(r.json()["worker"]["pid"])
             except requests.RequestException:

@@ -92,7 +92,8 @@ def test_rendered_nginx_config_passes_nginx_t(tmp_path):
                 "NGINX_ERROR_LOG": str(tmp_path / "e.log"), "NGINX_ACCESS_LOG": str(tmp_path / "a.log"),
                 "APP_UPSTREAM": "127.0.0.1:1", "BIND_HOST": "127.0.0.1",
                 "PORT": str(free_port()), "MAX_BODY_BYTES": "1048576", "STATIC_ROOT": str(ROOT / "app" / "static"),
-                "UPSTREAM_TIMEOUT": "75"})
+                "UPSTREAM_TIMEOUT": "75", "RATE_LIMIT_RPS": "10", "RATE_LIMIT_BURST": "20",
+                "RATE_LIMIT_EXEMPT": "127.0.0.1 10.0.0.0/8 ::1"})
     conf = subprocess.run([str(ROOT / "nginx" / "render.sh")], env=env, capture_output=True, text=True, check=True)
     path = conf.stdout.strip()
     text = open(path).read() + open(os.path.join(os.path.dirname(path), "modelserver.conf")).read()

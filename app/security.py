@@ -1,0 +1,92 @@
+"""Access control (optional API keys) and security headers on every app response.
+
+API keys (``API_KEYS`` / ``API_KEYS_FILE``): when at least one key is
+configured, every JSON endpoint except the public ones below needs
+``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. Keys are compared
+with :func:`hmac.compare_digest` against every configured key (no early exit),
+so the time taken does not tell how much of a key was right. The HTML pages
+stay public unless ``PROTECT_PAGES=1``.
+
+Security headers: the same set nginx adds to its own responses
+(``nginx/security-headers.conf``; a test checks they agree).
+"""
+from __future__ import annotations
+
+import hmac
+
+from flask import Flask, current_app, render_template, request
+
+from .errors import json_error, wants_json
+
+#: Content-Security-Policy of every response: no inline script or style, nothing
+#: from other origins, no framing. Swagger UI (/docs) runs under it too.
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+       "form-action 'self'; frame-ancestors 'none'")
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+#: Endpoints anyone may call even when API keys are configured.
+PUBLIC_ENDPOINTS = frozenset({"api.healthz", "api.readyz", "docs.openapi", "docs.ui", "static"})
+
+AUTH_CHALLENGE = 'Bearer realm="modelserver"'
+
+
+def presented_key() -> str | None:
+    """The key a request carries: ``Authorization: Bearer <key>`` or ``X-API-Key``."""
+    auth = request.headers.get("Authorization", "")
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    key = request.headers.get("X-API-Key", "").strip()
+    return key or None
+
+
+def key_matches(presented: str, keys: tuple) -> bool:
+    """Constant-time comparison against every configured key."""
+    given = presented.encode("utf-8", "surrogateescape")
+    ok = False
+    for k in keys:
+        ok |= hmac.compare_digest(given, k.encode("utf-8"))
+    return ok
+
+
+def needs_key(endpoint: str | None, blueprint: str | None, protect_pages: bool) -> bool:
+    if endpoint is None:  # unknown path / wrong method: the 404/405 answer tells nothing
+        return False
+    if endpoint in PUBLIC_ENDPOINTS:
+        return False
+    if blueprint == "pages" and not protect_pages:
+        return False
+    return True
+
+
+def init_app(app: Flask) -> None:
+    @app.before_request
+    def _require_api_key():
+        cfg = current_app.extensions["config"]
+        if not cfg.api_keys or not needs_key(request.endpoint, request.blueprint, cfg.protect_pages):
+            return None
+        given = presented_key()
+        if given is not None and key_matches(given, cfg.api_keys):
+            return None
+        code, message = (("missing_api_key", "this endpoint needs an API key: send 'Authorization: Bearer "
+                          "<key>' or 'X-API-Key: <key>'") if given is None
+                         else ("invalid_api_key", "the API key is not valid"))
+        headers = [("WWW-Authenticate", AUTH_CHALLENGE)]
+        if wants_json():
+            return json_error(401, code, message, headers=headers)
+        html = render_template("error.html", status=401, title="Unauthorized", message=message)
+        return html, 401, headers
+
+    @app.after_request
+    def _security_headers(resp):
+        for k, v in SECURITY_HEADERS.items():
+            resp.headers.setdefault(k, v)
+        return resp
