@@ -28,6 +28,12 @@ LATENCY = Histogram("http_request_duration_seconds", "Time spent in the app per 
 INFERENCE = Histogram("model_inference_seconds", "Model forward pass time (inside the model lock)",
                       ["model"], buckets=INFERENCE_BUCKETS)
 ITEMS = Counter("model_items_total", "Images or texts processed by a model", ["model"])
+BATCH_REQUESTS = Histogram("translator_batch_requests", "Requests decoded together in one batched translator call",
+                           buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64))
+BATCH_TEXTS = Histogram("translator_batch_texts", "Texts decoded together in one batched translator call",
+                        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+TRANSLATE_CACHE_HITS = Counter("translator_cache_hits_total",
+                               "Translation requests answered entirely from the LRU cache (no decoding)")
 MODEL_INFO = Gauge("model_info", "Models loaded by live workers (value 1)",
                    ["model", "version", "sha256"], multiprocess_mode="liveall")
 MODEL_LOAD = Gauge("model_load_seconds", "Model load + warm-up time of live workers",

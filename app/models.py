@@ -96,6 +96,8 @@ class ModelRegistry:
         # One translation at a time per worker (the translator also locks itself);
         # waiting here has a deadline, so a queue of big requests cannot outlive HARAKIRI.
         self._translate_slot = threading.BoundedSemaphore(1)
+        # Dynamic batching (app/batching.py), created with the translator when TRANSLATE_BATCH_MAX > 0.
+        self.batcher = None
 
     # --- loading -----------------------------------------------------------
     def load_all(self) -> None:
@@ -175,8 +177,20 @@ class ModelRegistry:
         return model, self._warm(model)
 
     def _load_translator(self, module):
-        model = module.Translator.load(self.cfg.translator_model_dir)
-        return model, self._warm(model)
+        model = module.Translator.load(self.cfg.translator_model_dir, cache_size=self.cfg.translate_cache_size)
+        warm = self._warm(model)
+        if self.cfg.translate_batch_max > 0:
+            from .batching import Batcher
+            from .metrics import BATCH_REQUESTS, BATCH_TEXTS
+
+            def on_batch(n_requests: int, n_texts: int, beam: int) -> None:
+                BATCH_REQUESTS.observe(n_requests)
+                BATCH_TEXTS.observe(n_texts)
+
+            self.batcher = Batcher(model.translate, self.cfg.translate_batch_max,
+                                   self.cfg.translate_batch_wait_ms, on_batch=on_batch,
+                                   name="translate-batcher")
+        return model, warm
 
     # --- access ------------------------------------------------------------
     @property
@@ -201,6 +215,17 @@ class ModelRegistry:
         model = self.get(TRANSLATOR)
         if model is None:
             raise ModelNotReady(TRANSLATOR, self.states[TRANSLATOR].status)
+        cached = model.cached(texts, beam)  # repeats: answered at once, never queued
+        if cached is not None:
+            from .metrics import TRANSLATE_CACHE_HITS
+            TRANSLATE_CACHE_HITS.inc()
+            return cached
+        if self.batcher is not None:
+            from .batching import QueueTimeout
+            try:
+                return self.batcher.submit(texts, beam, self.cfg.translate_wait_timeout)
+            except QueueTimeout:
+                raise ModelBusy(TRANSLATOR, self.cfg.translate_wait_timeout) from None
         if not self._translate_slot.acquire(timeout=self.cfg.translate_wait_timeout):
             raise ModelBusy(TRANSLATOR, self.cfg.translate_wait_timeout)
         try:

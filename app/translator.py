@@ -181,6 +181,32 @@ class Translator:
         for i, text in enumerate(texts):
             if len(text) > MAX_CHARS:
                 raise InputTooLong(f"text {i} has {len(text)} characters; the limit is {MAX_CHARS}")
+        unique, layout = self._layout(texts)
+        decoded = self.translate_ids([list(k) for k in unique], beam)
+        return self._render(decoded, layout)
+
+    def cached(self, texts: list[str], beam: int = 1) -> list[str] | None:
+        """The translations if every chunk of every text is in the LRU cache, else None.
+
+        Lets the server answer repeated requests at once instead of queueing them for a batch."""
+        if self.cache_size <= 0 or any(len(t) > MAX_CHARS for t in texts):
+            return None
+        unique, layout = self._layout(texts)
+        decoded = []
+        with self._cache_lock:
+            for ids in unique:
+                hit = self._cache.get((beam, *ids))
+                if hit is None:
+                    return None
+                decoded.append(hit)
+            for ids in unique:
+                self._cache.move_to_end((beam, *ids))
+            self.cache_hits += len(unique)
+        return self._render(decoded, layout)
+
+    def _layout(self, texts: list[str]):
+        """Unique chunks (token-id tuples, in first-seen order) and, per text, lines of
+        (chunk index, shouting) pairs."""
         # Each text is lines of sentences of chunks; identical chunks are decoded once.
         unique: dict[tuple[int, ...], int] = {}
         layout: list[list[list[tuple[int, bool]]]] = []
@@ -194,7 +220,9 @@ class Translator:
                         chunks.append((unique.setdefault(tuple(ids), len(unique)), shout))
                 lines.append(chunks)
             layout.append(lines)
-        decoded = self.translate_ids([list(k) for k in unique], beam)
+        return unique, layout
+
+    def _render(self, decoded: list[list[int]], layout) -> list[str]:
         words = [self.sp.decode(ids) for ids in decoded]
         return ["\n".join(" ".join(words[u].upper() if shout else words[u] for u, shout in chunks)
                           for chunks in lines).strip()
