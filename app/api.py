@@ -9,7 +9,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from . import metrics
 from .errors import ApiError
-from .imaging import decode_base64_image, decode_image
+from .imaging import REDUCED_MIN_SIDE, decode_base64_image, decode_image_scaled
 from .models import NOSE, TRANSLATOR, ModelBusy, ModelNotReady
 from .runtime import runtime_info
 
@@ -50,8 +50,10 @@ def require_json() -> object:
 
 def _nose_response(data: bytes):
     model = require_model(NOSE)
-    img = decode_image(data, cfg().max_image_pixels)
-    pred = model.predict(img)
+    # large JPEGs are decoded at 1/2..1/8 scale (the model only sees 112x112; IMAGE_REDUCED_DECODE)
+    img, width, height = decode_image_scaled(data, cfg().max_image_pixels,
+                                             REDUCED_MIN_SIDE if cfg().image_reduced_decode else None)
+    pred = model.predict(img, size=(width, height))
     metrics.INFERENCE.labels(NOSE).observe(pred.inference_ms / 1000)
     metrics.ITEMS.labels(NOSE).inc()
     body = pred.as_dict()
@@ -101,6 +103,10 @@ def translate():
         raise ApiError(400, "invalid_json", "expected a JSON object {\"text\": \"...\"} or {\"texts\": [...]}")
     if ("text" in payload) == ("texts" in payload):
         raise ApiError(400, "missing_field", "give exactly one of 'text' (a string) or 'texts' (a list of strings)")
+    unknown = sorted(set(payload) - {"text", "texts", "beam"})
+    if unknown:
+        raise ApiError(400, "unknown_field", f"unknown field(s) {', '.join(map(repr, unknown[:5]))}; "
+                       "expected 'text' or 'texts', and optionally 'beam'")
     single = "text" in payload
     texts = [payload["text"]] if single else payload["texts"]
     if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):

@@ -120,11 +120,16 @@ class NoseTracker:
             out = self._net.forward()
             return np.array(out, copy=True)
 
-    def predict(self, img: np.ndarray) -> NosePrediction:
-        """Nose tip of a decoded BGR image (H x W x 3, uint8)."""
+    def predict(self, img: np.ndarray, size: tuple[int, int] | None = None) -> NosePrediction:
+        """Nose tip of a decoded BGR image (H x W x 3, uint8).
+
+        size: (width, height) of the original image when ``img`` was decoded at reduced
+        scale; pixel coordinates then refer to the original image."""
         if img is None or img.ndim != 3 or img.shape[2] != 3:
             raise ValueError("expected a BGR image of shape (H, W, 3)")
         h, w = img.shape[:2]
+        if size is not None:
+            w, h = size
         blob = preprocess(img)
         t0 = time.perf_counter()
         out = self.forward(blob)
