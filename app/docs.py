@@ -68,7 +68,7 @@ def build_spec() -> dict:
             "required": ["image"],
             "properties": {"image": {
                 "type": "string",
-                "description": "The image file (JPEG, PNG, BMP, WebP, TIFF) in base64 (standard or URL-safe "
+                "description": "The image file (JPEG, PNG, BMP, WebP, TIFF, GIF) in base64 (standard or URL-safe "
                                "alphabet; whitespace ignored), optionally as a data:image/...;base64, URL.",
             }},
         }}},
@@ -79,7 +79,7 @@ def build_spec() -> dict:
             "type": "object",
             "required": ["image"],
             "properties": {"image": {"type": "string", "format": "binary",
-                                     "description": "The image file (JPEG, PNG, BMP, WebP, TIFF)."}},
+                                     "description": "The image file (JPEG, PNG, BMP, WebP, TIFF, GIF)."}},
         }}},
     }
     beam = {"type": "integer", "minimum": 1, "maximum": cfg.max_beam, "default": cfg.default_beam,

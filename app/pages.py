@@ -31,6 +31,10 @@ def index():
 def result():
     reg = current_app.extensions["models"]
     cfg = current_app.extensions["config"]
+    if not request.form and request.content_length and request.mimetype in (
+            "application/x-www-form-urlencoded", "multipart/form-data"):
+        # Werkzeug drops form data that is not valid UTF-8
+        return _form("The form data could not be read: it must be UTF-8 encoded.", "", 400)
     text = request.form.get(FIELD, "")
     max_chars, input_too_long = reg.translator_limits()
     if not text.strip():

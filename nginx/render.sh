@@ -45,6 +45,11 @@ export NGINX_RATE_LIMIT_ZONE NGINX_LIMIT_REQ NGINX_RATE_LIMIT_EXEMPT
 VARS='${NGINX_RATE_LIMIT_ZONE} ${NGINX_LIMIT_REQ} ${NGINX_RATE_LIMIT_EXEMPT} ${NGINX_USER_DIRECTIVE} ${NGINX_RUN_DIR} ${NGINX_WORKER_PROCESSES} ${NGINX_ERROR_LOG} ${NGINX_ACCESS_LOG} ${APP_UPSTREAM} ${BIND_HOST} ${PORT} ${MAX_BODY_BYTES} ${STATIC_ROOT} ${UPSTREAM_TIMEOUT}'
 mkdir -p "$NGINX_RUN_DIR/conf" "$NGINX_RUN_DIR/tmp"
 for d in client_body proxy fastcgi uwsgi scgi; do mkdir -p "$NGINX_RUN_DIR/tmp/$d"; done
+# A root master runs its workers as nobody: they must be able to write request bodies
+# over client_body_buffer_size to the temp dirs (else such uploads fail with 500).
+if [ "$NGINX_USER_DIRECTIVE" = "user nobody nogroup;" ]; then
+    chown -R nobody:nogroup "$NGINX_RUN_DIR/tmp"
+fi
 envsubst "$VARS" < "$TEMPLATE_DIR/nginx.conf.template" > "$NGINX_RUN_DIR/conf/nginx.conf"
 envsubst "$VARS" < "$TEMPLATE_DIR/modelserver.conf.template" > "$NGINX_RUN_DIR/conf/modelserver.conf"
 envsubst "$VARS" < "$TEMPLATE_DIR/security-headers.conf.template" > "$NGINX_RUN_DIR/conf/security-headers.conf"

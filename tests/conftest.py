@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -100,6 +101,10 @@ class Stack:
         self.port = free_port()
         self.app_port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
+        # nginx's dir outside pytest's 0700 tmp root: a root master's workers (nobody) must
+        # reach its temp dirs to buffer large request bodies, as in a real deployment
+        self.nginx_dir = Path(tempfile.mkdtemp(prefix="modelserver-nginx-"))
+        self.nginx_dir.chmod(0o711)
         self.revision_file = tmp / "REVISION"
         self.revision_file.write_text("rev-1\n")
         overrides = {
@@ -117,9 +122,9 @@ class Stack:
             "TOUCH_RELOAD": str(tmp / "reload"),
             "TOUCH_CHAIN_RELOAD": str(tmp / "chain-reload"),
             "PROMETHEUS_MULTIPROC_DIR": str(tmp / "prometheus"),
-            "NGINX_RUN_DIR": str(tmp / "nginx"),
-            "NGINX_ACCESS_LOG": str(tmp / "nginx" / "access.log"),
-            "NGINX_ERROR_LOG": str(tmp / "nginx" / "error.log"),
+            "NGINX_RUN_DIR": str(self.nginx_dir),
+            "NGINX_ACCESS_LOG": str(self.nginx_dir / "access.log"),
+            "NGINX_ERROR_LOG": str(self.nginx_dir / "error.log"),
             "MAX_BODY_BYTES": str(2 * 1024 * 1024),
             "MODEL_LOADING": "sync",
         }
@@ -155,6 +160,7 @@ class Stack:
     def stop(self) -> None:
         stop_process(self.nginx, signal.SIGQUIT)
         stop_process(self.uwsgi, signal.SIGTERM, timeout=60)
+        shutil.rmtree(self.nginx_dir, ignore_errors=True)
 
     def wait_workers(self, n: int, timeout: float) -> set[int]:
         """Until n distinct worker pids answered /version (their models are final then)."""
