@@ -16,6 +16,10 @@ bp = Blueprint("docs", __name__)
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 
+#: An 8x8 PNG, the example image of /image-64.
+EXAMPLE_PNG_B64 = ("iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAFElEQVR4nGM8Ma2CARtgwio6aCUAcusB5mqnDk8AAAAA"
+                   "SUVORK5CYII=")
+
 
 def _err(description: str) -> dict:
     return {"description": description, "content": {"application/json": {"schema": ERROR}}}
@@ -68,6 +72,7 @@ def build_spec() -> dict:
             "required": ["image"],
             "properties": {"image": {
                 "type": "string",
+                "example": EXAMPLE_PNG_B64,
                 "description": "The image file (JPEG, PNG, BMP, WebP, TIFF, GIF) in base64 (standard or URL-safe "
                                "alphabet; whitespace ignored), optionally as a data:image/...;base64, URL.",
             }},
@@ -89,7 +94,7 @@ def build_spec() -> dict:
         "required": True,
         "content": {"application/json": {"schema": {"oneOf": [
             {"type": "object", "required": ["text"], "additionalProperties": False,
-             "properties": {"text": text, "beam": beam}},
+             "properties": {"text": text, "beam": beam}, "example": {"text": "The house is green.", "beam": 1}},
             {"type": "object", "required": ["texts"], "additionalProperties": False,
              "properties": {"texts": {"type": "array", "items": text, "minItems": 1,
                                       "maxItems": cfg.max_batch_texts,
