@@ -46,7 +46,29 @@ def configure_threads(cfg: Config, with_tf: bool = True) -> dict:
                 _threads_configured = True
             info["tf_intra_op_threads"] = tf.config.threading.get_intra_op_parallelism_threads()
             info["tf_inter_op_threads"] = tf.config.threading.get_inter_op_parallelism_threads()
+    info.update(thread_budget(cfg))
     return info
+
+
+def thread_budget(cfg: Config, environ=None) -> dict:
+    """Compute threads of all workers vs the cores: WORKERS x max(TF intra-op, OpenCV) <= cores.
+
+    Request threads (THREADS) only wait on sockets, locks and the batch queue, so they do not
+    count; a worker computes with at most its TF or OpenCV pool at a time (one model lock each).
+    """
+    env = os.environ if environ is None else environ
+    try:
+        workers = int(env.get("WORKERS", "1"))
+    except ValueError:
+        workers = 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    per_worker = max(cfg.tf_intra_op_threads or cores, cfg.cv2_threads or cores)
+    budget = {"workers": workers, "cores": cores, "compute_threads": workers * per_worker,
+              "within_budget": workers * per_worker <= cores}
+    if not budget["within_budget"]:
+        log.warning("thread budget exceeded: %d workers x %d compute threads > %d cores "
+                    "(lower WORKERS, TF_INTRA_OP_THREADS or CV2_THREADS)", workers, per_worker, cores)
+    return budget
 
 
 class ModelNotReady(RuntimeError):
