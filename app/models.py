@@ -237,7 +237,8 @@ class ModelRegistry:
         model = self.get(TRANSLATOR)
         if model is None:
             raise ModelNotReady(TRANSLATOR, self.states[TRANSLATOR].status)
-        cached = model.cached(texts, beam)  # repeats: answered at once, never queued
+        lookup = getattr(model, "cached", None)  # repeats: answered at once, never queued
+        cached = lookup(texts, beam) if lookup is not None else None
         if cached is not None:
             from .metrics import TRANSLATE_CACHE_HITS
             TRANSLATE_CACHE_HITS.inc()
