@@ -337,6 +337,7 @@ def main() -> int:
                     help="comma-separated peers to compare with ('' for none)")
     ap.add_argument("--quick", action="store_true", help="2 s cells at c=1 and 32, no peers, no extras")
     ap.add_argument("--sweep", action="store_true", help="workers x threads sweep of our stack only")
+    ap.add_argument("--sweep-configs", help="indexes of the sweep configs to run (default: all)")
     ap.add_argument("--no-extras", action="store_true", help="skip the batching, cache and preload runs")
     ap.add_argument("--no-setup", action="store_true", help="do not run bench/setup.sh when wrk/.venv-bench miss")
     ap.add_argument("--json", help="output JSON path (default bench/results/bench-<UTC time>.json)")
@@ -503,27 +504,40 @@ def report(out: dict) -> None:
 
 
 def sweep(a, inputs, tmp, out) -> int:
+    """Workers x request threads x batching wait, on /image-bin (c=1, 32) and /api/translate (c=1, 16, 64)."""
     configs = [
         {"WORKERS": "2", "THREADS": "4"},
         {"WORKERS": "2", "THREADS": "8"},
         {"WORKERS": "2", "THREADS": "16"},
         {"WORKERS": "2", "THREADS": "32"},
-        {"WORKERS": "3", "THREADS": "8"},
+        {"WORKERS": "3", "THREADS": "16"},
         {"WORKERS": "1", "THREADS": "32", "TF_INTRA_OP_THREADS": "2", "CV2_THREADS": "2"},
+        {"WORKERS": "2", "THREADS": "16", "TRANSLATE_BATCH_WAIT_MS": "0"},
+        {"WORKERS": "2", "THREADS": "16", "TRANSLATE_BATCH_WAIT_MS": "5"},
     ]
+    if a.sweep_configs:
+        configs = [configs[int(i)] for i in a.sweep_configs.split(",")]
     rows = []
     out["sweep"] = []
     for cfg in configs:
-        res = run_ours(a, inputs, tmp, cfg, ["image-bin", "translate"], [1, 32], json.dumps(cfg))
-        out["sweep"].append(res)
-        r = {(x["endpoint"], x["c"]): x for x in res["rows"]}
-        rows.append([cfg.get("WORKERS"), cfg.get("THREADS"), cfg.get("TF_INTRA_OP_THREADS", "1"),
-                     r[("image-bin", 32)]["rps"], r[("image-bin", 1)]["p50_ms"],
-                     r[("translate", 32)]["rps"], r[("translate", 1)]["p50_ms"], res["ready_s"]])
+        label = " ".join(f"{k}={v}" for k, v in cfg.items())
+        st = OurStack(ours_env(cfg), workers=int(cfg["WORKERS"]))
+        try:
+            ready = st.start()
+            res = run_cells(st.base, ["image-bin"], [1, 32], a, inputs, label)
+            res += run_cells(st.base, ["translate"], [1, 16, 64], a, inputs, label)
+        finally:
+            st.stop()
+        out["sweep"].append({"config": cfg, "ready_s": ready, "rows": res})
+        r = {(x["endpoint"], x["c"]): x for x in res}
+        rows.append([cfg["WORKERS"], cfg["THREADS"], cfg.get("TF_INTRA_OP_THREADS", "1"),
+                     cfg.get("TRANSLATE_BATCH_WAIT_MS", "2"),
+                     r[("image-bin", 1)]["p50_ms"], r[("image-bin", 32)]["rps"],
+                     r[("translate", 1)]["p50_ms"], r[("translate", 16)]["rps"], r[("translate", 64)]["rps"], ready])
     print("\n## Sweep (translator cache off)\n")
-    print(md_table(["workers", "threads", "TF/OpenCV threads", "/image-bin c=32 req/s", "/image-bin c=1 p50 ms",
-                    "translate c=32 req/s", "translate c=1 p50 ms", "ready s"], rows))
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    print(md_table(["workers", "threads", "TF/OpenCV threads", "batch wait ms", "/image-bin c=1 p50 ms",
+                    "/image-bin c=32 req/s", "translate c=1 p50 ms", "translate c=16 req/s",
+                    "translate c=64 req/s", "ready s"], rows))
     return 0
 
 
