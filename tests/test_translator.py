@@ -118,6 +118,19 @@ def test_lru_cache_serves_repeats_and_stays_bounded(model):
     assert model.translate(["I have a house."]) == first[:1]
 
 
+def test_cached_lookup_answers_only_complete_hits(model):
+    """Translator.cached(): the server answers a repeat from the LRU without queueing it."""
+    cached = tr.Translator(model.model, model.sp, dict(model.metadata), cache_size=16)
+    assert cached.cached(["I have a house. Thank you."]) is None  # nothing decoded yet
+    out = cached.translate(["I have a house. Thank you."])
+    assert cached.cached(["I have a house. Thank you."]) == out
+    assert cached.cached(["Thank you. I have a house."]) == [" ".join(reversed(
+        [cached.translate(["I have a house."])[0], cached.translate(["Thank you."])[0]]))]
+    assert cached.cached(["I have a house. Where is the station?"]) is None  # one chunk missing
+    assert cached.cached(["I have a house."], beam=4) is None  # beams are cached apart
+    assert model.cached(["I have a house."]) is None  # cache_size=0: never
+
+
 def test_paragraph_is_split_and_rejoined(model):
     one, two = model.translate(["I have a house.", "Where is the station?"])
     assert model.translate(["I have a house. Where is the station?"]) == [f"{one} {two}"]
