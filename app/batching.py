@@ -134,11 +134,19 @@ class Batcher:
 
     def _run(self) -> None:
         while True:
-            batch = self._take()
-            if batch is None:
-                return
-            if batch:
-                self._execute(batch)
+            batch = None
+            try:
+                batch = self._take()
+                if batch is None:
+                    return
+                if batch:
+                    self._execute(batch)
+            except BaseException as exc:  # noqa: BLE001 - the batcher thread must never die
+                log.exception("translation batcher error")
+                for it in batch or ():
+                    if not it.done.is_set():
+                        it.error = it.error or exc
+                        it.done.set()
 
     def _execute(self, batch: list[_Item]) -> None:
         beam = batch[0].beam

@@ -242,7 +242,8 @@ def bound_worker(kind: str, seconds: float, files: dict) -> None:
         from app.translator import Translator
         m = Translator.load(ROOT / "models" / "translator", cache_size=0)
         m.warmup()
-        lines = [json.loads(ln)["text"] for ln in Path(files["sentences"]).read_text().splitlines()]
+        src = files["paragraphs"] if kind.startswith("paragraph") else files["sentences"]
+        lines = [json.loads(ln)["text"] for ln in Path(src).read_text().splitlines()]
         batch = 1 if kind == "translate1" else 32
         n, i, t0 = 0, 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds:
@@ -254,7 +255,8 @@ def bound_worker(kind: str, seconds: float, files: dict) -> None:
 
 
 def upper_bound(kind: str, procs: int, seconds: float, inputs: dict, tmp: Path) -> dict:
-    files = {"jpeg": str(tmp / "face.jpg"), "sentences": str(inputs["files"]["sentences"])}
+    files = {"jpeg": str(tmp / "face.jpg"), "sentences": str(inputs["files"]["sentences"]),
+             "paragraphs": str(inputs["files"]["paragraphs"])}
     cmd = [str(ROOT / ".venv" / "bin" / "python"), str(Path(__file__)), "--bound-worker", kind,
            "--seconds", str(seconds), "--bound-files", json.dumps(files)]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
@@ -369,7 +371,7 @@ def main() -> int:
             return sweep(a, inputs, tmp, out)
         # 1. upper bound, no HTTP
         secs = min(a.duration, 5.0)
-        bound = {k: upper_bound(k, 2, secs, inputs, tmp) for k in ("nose", "translate32")}
+        bound = {k: upper_bound(k, 2, secs, inputs, tmp) for k in ("nose", "translate32", "paragraph32")}
         bound["translate1_1proc"] = upper_bound("translate1", 1, secs, inputs, tmp)
         out["bound"] = bound
         print("  bound:", json.dumps(bound), flush=True)
@@ -431,10 +433,9 @@ def bound_for(out: dict, ep: str) -> float | None:
     b = out.get("bound") or {}
     if ep in ("image-bin", "image-64"):
         return b.get("nose", {}).get("per_s")
-    s = b.get("translate32", {}).get("per_s")
-    if s is None:
-        return None
-    return s / 3 if ep == "paragraph" else s
+    if ep == "paragraph":
+        return b.get("paragraph32", {}).get("per_s")
+    return b.get("translate32", {}).get("per_s")
 
 
 def report(out: dict) -> None:
@@ -463,7 +464,8 @@ def report(out: dict) -> None:
     b = out.get("bound", {})
     print(f"\nUpper bound (in-process, no HTTP, 2 processes x 1 thread): nose decode+resize+forward "
           f"{b.get('nose', {}).get('per_s')}/s; translator {b.get('translate32', {}).get('per_s')} sentences/s "
-          f"(batches of 32, greedy); one process, one sentence at a time: "
+          f"(batches of 32, greedy), {b.get('paragraph32', {}).get('per_s')} paragraphs/s (batches of 32); "
+          f"one process, one sentence at a time: "
           f"{b.get('translate1_1proc', {}).get('per_s')} sentences/s.")
     if names:
         print("\nPeer latency (p50 / p99 ms):\n")
