@@ -107,6 +107,8 @@ def snapshot() -> dict:
     lat_sum: dict[str, float] = {}
     inference: dict[str, dict[float, float]] = {}
     inference_count: dict[str, float] = {}
+    batching = {"batches": 0, "requests": 0, "texts": 0, "cache_hits": 0}
+    batch_hist: dict[float, float] = {}
     for metric in registry().collect():
         for s in metric.samples:
             if s.name == "http_requests_total":
@@ -131,6 +133,17 @@ def snapshot() -> dict:
             elif s.name == "model_inference_seconds_count":
                 m = s.labels["model"]
                 inference_count[m] = inference_count.get(m, 0.0) + s.value
+            elif s.name == "translator_batch_requests_count":
+                batching["batches"] += int(s.value)
+            elif s.name == "translator_batch_requests_sum":
+                batching["requests"] += int(s.value)
+            elif s.name == "translator_batch_texts_sum":
+                batching["texts"] += int(s.value)
+            elif s.name == "translator_cache_hits_total":
+                batching["cache_hits"] += int(s.value)
+            elif s.name == "translator_batch_requests_bucket":
+                le = float(s.labels["le"])
+                batch_hist[le] = batch_hist.get(le, 0.0) + s.value
 
     def pct(bmap: dict[float, float]) -> dict:
         b = sorted(bmap.items())
@@ -153,4 +166,11 @@ def snapshot() -> dict:
         "by_status": by_status,
         "latency_ms": latency,
         "inference_ms": inf,
+        "translator_batching": {
+            **batching,
+            "mean_requests_per_batch": round(batching["requests"] / batching["batches"], 2)
+            if batching["batches"] else None,
+            # cumulative: batches of at most N requests
+            "batches_le": {("+Inf" if math.isinf(k) else str(int(k))): int(v) for k, v in sorted(batch_hist.items())},
+        },
     }

@@ -175,3 +175,6 @@ def test_concurrent_translations_are_batched_and_exact(stack):
     assert requests == len(jobs)  # every (new) request went through a batcher exactly once
     assert batches < len(jobs)    # ...and some calls decoded several requests
     assert singles < batches
+    stats = stack.get("/api/stats").json()["metrics"]["translator_batching"]
+    assert stats["batches"] >= after[0] and stats["requests"] >= after[1]
+    assert stats["batches_le"]["1"] >= after[2] and stats["mean_requests_per_batch"] >= 1
