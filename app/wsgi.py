@@ -8,9 +8,12 @@ from __future__ import annotations
 import atexit
 import os
 
-from . import create_app, metrics
+from . import create_app, metrics, watchdog
+from .config import effective_env
 
-application = create_app()
+flask_app = create_app()
+# per-request harakiri on threaded workers (uWSGI 2.0's is per worker; see app/watchdog.py)
+application = watchdog.wrap(flask_app, int(effective_env().get("HARAKIRI") or 0))
 
 _PID = os.getpid()
 

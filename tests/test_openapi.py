@@ -14,7 +14,7 @@ import pytest
 
 from conftest import ROOT
 
-SCHEMATHESIS_SECONDS = int(os.environ.get("SCHEMATHESIS_SECONDS", "30"))
+SCHEMATHESIS_SECONDS = int(os.environ.get("SCHEMATHESIS_SECONDS", "20"))
 
 #: Every check but positive_data_acceptance: a schema cannot say "a decodable image",
 #: so schema-valid random bytes are rightly refused with 400.
