@@ -240,3 +240,41 @@ def test_nginx_config_has_server_tokens_off_and_limit(keyed):
     r = subprocess.run([nginx_bin(), "-t", "-q", "-e", keyed.env["NGINX_ERROR_LOG"], "-p", tmp, "-c",
                         f"{tmp}/conf/nginx.conf"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+# --- no secrets in the repository ---------------------------------------------------------------
+
+SECRET_PATTERNS = [
+    r"-----BEGIN (?:RSA |EC |DSA |OPENSSH |ENCRYPTED )?PRIVATE KEY-----",
+    r"\bAKIA[0-9A-Z]{16}\b",                      # AWS access key id
+    r"\bgh[pousr]_[A-Za-z0-9]{36,}\b",            # GitHub token
+    r"\bxox[baprs]-[A-Za-z0-9-]{10,}",            # Slack token
+    r"\bsk-[A-Za-z0-9]{32,}\b",                   # API secret keys of the sk-... kind
+]
+#: Secrets given values outside the tests (whose keys are made-up test values): quoted
+#: literals (code, YAML) and NAME=value lines (shell, .env).
+ASSIGNMENTS = [
+    r"(?i)\b(?:api[_-]?keys?|secret|password|passwd|token)\b[\"']?\s*[:=]\s*[\"'][A-Za-z0-9+/_.-]{12,}[\"']",
+    r"(?m)^\s*(?:export\s+)?[A-Z_]*(?:API_KEYS?|SECRET|PASSWORD|TOKEN)[A-Z_]*=[^\s$\"'{}]{12,}",
+]
+
+
+def test_no_secret_in_the_repository():
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    assert files
+    hits = []
+    for f in files:
+        p = ROOT / f
+        if p.suffix in (".pb", ".png", ".jpg", ".keras", ".model", ".h5", ".index") or not p.is_file() \
+                or p.stat().st_size > 2_000_000:
+            continue
+        try:
+            text = p.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        for pat in SECRET_PATTERNS:
+            hits += [(f, m.group(0)[:40]) for m in re.finditer(pat, text)]
+        if not f.startswith("tests/") and not f.startswith("app/static/swagger/"):
+            for pat in ASSIGNMENTS:
+                hits += [(f, m.group(0)[:60]) for m in re.finditer(pat, text)]
+    assert not hits, hits
