@@ -57,9 +57,9 @@ def test_relative_paths_resolved_against_app_root():
 def test_shell_exports_keep_set_values():
     out = shell_exports({"WORKERS": "7"})
     assert "export WORKERS=" not in out  # already set: left alone
-    assert "export THREADS=4" in out
+    assert "export THREADS=16" in out
     run = subprocess.run(["bash", "-c", f"{out}\necho $THREADS $PORT"], capture_output=True, text=True)
-    assert run.stdout.split() == ["4", "8080"]
+    assert run.stdout.split() == ["16", "8080"]
 
 
 def test_cli_env_subcommand():
