@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=None, help="data dir (default $NOSE_DATA_DIR or ../shared/data/nose)")
-    ap.add_argument("--minutes", type=float, default=30.0, help="training wall-clock budget")
+    ap.add_argument("--minutes", type=float, default=45.0, help="training wall-clock budget")
     ap.add_argument("--steps", type=int, default=0, help="fixed number of steps (overrides --minutes schedule)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-3)
@@ -48,7 +48,7 @@ def main():
     ap.add_argument("--eval-every", type=float, default=4.0, help="minutes between dev evaluations")
     ap.add_argument("--run-dir", default=os.environ.get("NOSE_RUN_DIR", "/tmp/nose_tracker_runs/latest"))
     ap.add_argument("--out", default=str(HERE.parents[1] / "models" / "nose_tracker"))
-    ap.add_argument("--version", default="1.0.0")
+    ap.add_argument("--version", default="1.2.0")
     ap.add_argument("--test", action="store_true", help="also evaluate the test split (do this once, at the end)")
     ap.add_argument("--no-export", action="store_true")
     ap.add_argument("--jit", action="store_true",
