@@ -156,6 +156,35 @@ class MemSampler(threading.Thread):
         return self.peak
 
 
+def cpu_ticks(pids) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                f = fh.read().rsplit(")", 1)[1].split()
+            total += int(f[11]) + int(f[12])  # utime + stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def drain(pids_fn, timeout: float = 60.0) -> float:
+    """Wait until the server has finished the previous cell's backlog (its processes use
+    < 10% of a core for 0.5 s), so that no cell pays for the one before. Returns seconds waited."""
+    t0 = time.time()
+    hz = os.sysconf("SC_CLK_TCK")
+    quiet = 0
+    last = cpu_ticks(pids_fn())
+    while time.time() - t0 < timeout:
+        time.sleep(0.25)
+        now = cpu_ticks(pids_fn())
+        quiet = quiet + 1 if (now - last) <= 0.1 * hz * 0.25 else 0
+        last = now
+        if quiet >= 2:
+            break
+    return round(time.time() - t0, 2)
+
+
 def descendants(pid: int) -> list[int]:
     out, todo = [], [pid]
     while todo:
@@ -294,11 +323,14 @@ def machine() -> dict:
             "python": platform.python_version()}
 
 
-def run_cells(base: str, endpoints: list[str], concs: list[int], a, inputs: dict, label: str) -> list[dict]:
+def run_cells(base: str, endpoints: list[str], concs: list[int], a, inputs: dict, label: str,
+              pids_fn=None) -> list[dict]:
     rows = []
     for ep in endpoints:
         wrk_cell(base, ep, inputs, min(8, max(concs)), 1, 0)  # warm-up, not recorded
         for c in concs:
+            if pids_fn is not None:
+                drain(pids_fn)
             r = wrk_cell(base, ep, inputs, c, a.duration, a.max_requests)
             r["server"] = label
             rows.append(r)
@@ -319,7 +351,7 @@ def run_ours(a, inputs, tmp, overrides: dict, endpoints, concs, label: str) -> d
         ready = st.start()
         sampler = MemSampler(lambda: st.worker_pids())
         sampler.start()
-        rows = run_cells(st.base, endpoints, concs, a, inputs, label)
+        rows = run_cells(st.base, endpoints, concs, a, inputs, label, st.worker_pids)
         peak = sampler.stop()
         master = mem_kb(st.uwsgi.pid)
         workers = [v for k, v in peak.items()]
@@ -386,7 +418,7 @@ def main() -> int:
                 sampler = MemSampler(p.pids)
                 sampler.start()
                 eps = [e for e in endpoints if not (name == "bentoml" and e == "result")]  # no HTML form in BentoML
-                rows = run_cells(p.base, eps, concs, a, inputs, name)
+                rows = run_cells(p.base, eps, concs, a, inputs, name, p.pids)
                 peak = sampler.stop()
                 out["peers"][name] = {"ready_s": p.ready_s, "rows": rows, "peak_mem_kb": list(peak.values())}
             except Exception as exc:  # a peer that fails is reported, not hidden
@@ -406,6 +438,7 @@ def main() -> int:
                 wrk_cell(st.base, "translate", inputs, 8, 1, 0, source="repeated")
                 rows = []
                 for c in (1, 16):
+                    drain(st.worker_pids)
                     r = wrk_cell(st.base, "translate", inputs, c, a.duration, a.max_requests, source="repeated")
                     rows.append(r)
                     print(f"  cache (repeated sentence) c={c} {r['rps']} req/s p50 {r['p50_ms']} ms", flush=True)
@@ -526,8 +559,8 @@ def sweep(a, inputs, tmp, out) -> int:
         st = OurStack(ours_env(cfg), workers=int(cfg["WORKERS"]))
         try:
             ready = st.start()
-            res = run_cells(st.base, ["image-bin"], [1, 32], a, inputs, label)
-            res += run_cells(st.base, ["translate"], [1, 16, 64], a, inputs, label)
+            res = run_cells(st.base, ["image-bin"], [1, 32], a, inputs, label, st.worker_pids)
+            res += run_cells(st.base, ["translate"], [1, 16, 64], a, inputs, label, st.worker_pids)
         finally:
             st.stop()
         out["sweep"].append({"config": cfg, "ready_s": ready, "rows": res})
