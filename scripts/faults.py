@@ -323,13 +323,20 @@ def fault_chain_reload(stack, clients: int = 8, timeout: float = 180) -> dict:
         t0 = time.time()
         os.utime(stack.env["TOUCH_CHAIN_RELOAD"])
         done_s = None
+        answered: set[int] = set()  # new workers seen answering /readyz 200 (uWSGI's per-slot
+        s = requests.Session()     # request counters survive a respawn, so they cannot tell)
         while time.time() - t0 < timeout:
-            ws = workers(stack)
-            pids = {w["pid"] for w in ws}
-            if not (pids & old) and 0 not in pids and all(w["requests"] > 0 for w in ws):
+            pids = {w["pid"] for w in workers(stack)}
+            try:
+                r = s.get(stack.base + "/readyz", timeout=10)
+                if r.status_code == 200:
+                    answered.add(r.json()["pid"])
+            except (requests.RequestException, ValueError):
+                pass
+            if not (pids & old) and 0 not in pids and pids <= answered:
                 done_s = time.time() - t0
                 break
-            time.sleep(0.2)
+            time.sleep(0.05)
         time.sleep(1.0)
     finally:
         load.stop()
