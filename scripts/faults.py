@@ -351,9 +351,10 @@ def fault_chain_reload(stack, clients: int = 8, timeout: float = 180) -> dict:
     }
 
 
-def start_fault_stack(extra: dict | None = None):
+def start_fault_stack(extra: dict | None = None, tmp: Path | None = None):
+    """The fault stack; its logs stay in tmp (a new /tmp/modelserver-faults-* by default)."""
     from conftest import Stack
-    st = Stack(Path(tempfile.mkdtemp(prefix="modelserver-faults-")), {**FAULT_ENV, **(extra or {})})
+    st = Stack(tmp or Path(tempfile.mkdtemp(prefix="modelserver-faults-")), {**FAULT_ENV, **(extra or {})})
     st.start()
     return st
 
@@ -367,7 +368,7 @@ def main() -> int:
     rows = []
     try:
         print(f"stack up in {st.startup_s:.1f}s at {st.base} (HARAKIRI={st.env['HARAKIRI']}, "
-              f"UPSTREAM_TIMEOUT={st.env['UPSTREAM_TIMEOUT']})", flush=True)
+              f"UPSTREAM_TIMEOUT={st.env['UPSTREAM_TIMEOUT']}); logs in {st.tmp}", flush=True)
         for name in a.only.split(","):
             fn = {"kill": lambda: fault_kill_worker(st, a.clients, after=15),
                   "harakiri": lambda: fault_harakiri(st, a.clients // 2),

@@ -25,8 +25,8 @@ SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "15"))
 
 
 @pytest.fixture(scope="module")
-def fstack():
-    st = faults.start_fault_stack()
+def fstack(tmp_path_factory):
+    st = faults.start_fault_stack(tmp=tmp_path_factory.mktemp("faults"))
     yield st
     st.stop()
 
