@@ -85,7 +85,8 @@ def main(argv=None):
     ap.add_argument("--smoothing", type=float, default=0.1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--precision", choices=["bfloat16", "float32"], default="bfloat16",
-                    help="compute dtype (weights stay float32); bf16 is ~1.6x faster on this CPU")
+                    help="compute dtype (weights stay float32); the shipped model used bfloat16. Measured "
+                         "later on the idle machine: float32 507 ms, bfloat16 559 ms per 2,048-token step")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--ckpt-minutes", type=float, default=5.0)
     ap.add_argument("--snapshots", type=int, default=6, help="weight snapshots kept for averaging")
