@@ -24,7 +24,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -138,21 +137,8 @@ class Load:
         return [r for r in self.snapshot() if r.status != 200]
 
 
-def uwsgi_stats(stack) -> dict:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(10)
-        s.connect(stack.env["STATS_SOCKET"])
-        buf = b""
-        while True:
-            b = s.recv(65536)
-            if not b:
-                break
-            buf += b
-    return json.loads(buf)
-
-
 def workers(stack) -> list[dict]:
-    return uwsgi_stats(stack)["workers"]
+    return stack.uwsgi_stats()["workers"]
 
 
 def wait_ready_worker(stack, old_pids: set, timeout: float) -> tuple[int | None, float | None]:
