@@ -113,11 +113,10 @@ def main():
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", required=True)
-    ap.add_argument("--arch", choices=["integral", "gap"], default="integral")
     ap.add_argument("--width", type=float, default=1.0)
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[2] / "models/nose_tracker/nose_tracker.pb"))
     a = ap.parse_args()
-    m = build(a.arch, a.width)
+    m = build(a.width)
     m.load_weights(a.weights)
     p = freeze_keras(m, a.out)
     x = np.random.default_rng(0).random((4, SIZE, SIZE, 3), dtype=np.float32)

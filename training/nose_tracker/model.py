@@ -3,10 +3,9 @@
 Only ops OpenCV's TensorFlow importer handles: Conv2D, DepthwiseConv2dNative, BatchNorm
 (constant-folded to Mul/Add), Relu, Add, Mean (global pool), MatMul, Softmax, ConcatV2.
 
-* build_integral_model (shipped, --arch integral): depthwise-separable backbone to a
-  14x14 map, then per point a soft-argmax ("integral regression") head.  Trained about
-  4x more sample-efficiently than global-pool regression in our runs.
-* build_model (--arch gap): global depthwise conv (MobileFaceNet-style) + dense regression.
+build_integral_model (shipped): depthwise-separable backbone to a 14x14 map, then per
+point a soft-argmax ("integral regression") head.  It trained about 4x more
+sample-efficiently than a global-pool regression head in our runs (model card).
 """
 from __future__ import annotations
 
@@ -23,52 +22,15 @@ def _conv_bn(x, ch, k=3, s=1, name=None):
     return layers.ReLU(name=name + "_relu")(x)
 
 
-def _dws(x, ch, s=1, name=None):
-    """Depthwise-separable block; residual when shapes match."""
+def _dws(x, ch, s=1, name=None, k=3):
+    """Depthwise-separable block (k x k depthwise); residual when shapes match."""
     inp = x
-    y = layers.DepthwiseConv2D(3, strides=s, padding="same", use_bias=False, name=name + "_dw")(x)
+    y = layers.DepthwiseConv2D(k, strides=s, padding="same", use_bias=False, name=name + "_dw")(x)
     y = layers.BatchNormalization(name=name + "_dw_bn")(y)
     y = layers.ReLU(name=name + "_dw_relu")(y)
     y = layers.Conv2D(ch, 1, use_bias=False, name=name + "_pw")(y)
     y = layers.BatchNormalization(name=name + "_pw_bn")(y)
     if s == 1 and inp.shape[-1] == ch:
-        y = layers.Add(name=name + "_add")([inp, y])
-    return layers.ReLU(name=name + "_pw_relu")(y)
-
-
-def build_model(width: float = 1.0, name: str = "nose_tracker") -> keras.Model:
-    c = lambda n: max(8, int(round(n * width / 8)) * 8)
-    inp = keras.Input((SIZE, SIZE, 3), name="input")
-    x = _conv_bn(inp, c(16), 3, 2, name="stem")        # 56
-    x = _dws(x, c(32), 2, name="b1")                  # 28
-    x = _dws(x, c(32), 1, name="b2")
-    x = _dws(x, c(64), 2, name="b3")                  # 14
-    x = _dws(x, c(64), 1, name="b4")
-    x = _dws(x, c(64), 1, name="b5")
-    x = _dws(x, c(128), 2, name="b6")                 # 7
-    x = _dws(x, c(128), 1, name="b7")
-    x = layers.Conv2D(c(256), 1, use_bias=False, name="expand")(x)
-    x = layers.BatchNormalization(name="expand_bn")(x)
-    x = layers.ReLU(name="expand_relu")(x)
-    # global depthwise conv 7x7 -> 1x1
-    x = layers.DepthwiseConv2D(7, padding="valid", use_bias=False, name="gdconv")(x)
-    x = layers.BatchNormalization(name="gdconv_bn")(x)
-    x = layers.GlobalAveragePooling2D(name="gap")(x)   # 1x1 -> vector (Mean op)
-    x = layers.Dense(128, name="fc1")(x)
-    x = layers.ReLU(name="fc1_relu")(x)
-    out = layers.Dense(10, name="points")(x)
-    return keras.Model(inp, out, name=name)
-
-
-def _dws_k(x, ch, k, name):
-    """Residual depthwise-separable block with a k x k depthwise kernel (stride 1)."""
-    inp = x
-    y = layers.DepthwiseConv2D(k, padding="same", use_bias=False, name=name + "_dw")(x)
-    y = layers.BatchNormalization(name=name + "_dw_bn")(y)
-    y = layers.ReLU(name=name + "_dw_relu")(y)
-    y = layers.Conv2D(ch, 1, use_bias=False, name=name + "_pw")(y)
-    y = layers.BatchNormalization(name=name + "_pw_bn")(y)
-    if inp.shape[-1] == ch:
         y = layers.Add(name=name + "_add")([inp, y])
     return layers.ReLU(name=name + "_pw_relu")(y)
 
@@ -110,7 +72,7 @@ def build_integral_model(width: float = 1.0, name: str = "nose_tracker", k: int 
     x = _dws(x, c(32), 1, name="b2")
     x = _dws(x, c(64), 2, name="b3")                  # 14
     for i in range(1, blocks + 1):  # 5x5 depthwise is 2.5x slower in cv2.dnn: default 3x3
-        x = _dws_k(x, c(96), k, name=f"c{i}")
+        x = _dws(x, c(96), 1, name=f"c{i}", k=k)
     outs = [soft_argmax(x, f"pt{i}") for i in range(5)]
     out = layers.Concatenate(axis=-1, name="points")(outs)
     return keras.Model(inp, out, name=name)
@@ -123,11 +85,11 @@ def build_tiny_model() -> keras.Model:
     x = _conv_bn(inp, 8, 3, 4, name="stem")   # 28
     x = _dws(x, 8, 1, name="b1")
     x = _dws(x, 16, 2, name="b2")             # 14
-    x = _dws_k(x, 16, 3, name="c1")
+    x = _dws(x, 16, 1, name="c1")
     outs = [soft_argmax(x, f"pt{i}") for i in range(5)]
     out = layers.Concatenate(axis=-1, name="points")(outs)
     return keras.Model(inp, out, name="tiny")
 
 
-def build(arch: str = "integral", width: float = 1.0) -> keras.Model:
-    return {"integral": build_integral_model, "gap": build_model}[arch](width)
+def build(width: float = 1.0) -> keras.Model:
+    return build_integral_model(width)

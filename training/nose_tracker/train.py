@@ -40,8 +40,6 @@ def main():
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--wd", type=float, default=5e-5)
-    ap.add_argument("--arch", choices=["integral", "gap"], default="integral",
-                    help="integral: soft-argmax heads on a 14x14 map (default); gap: global-pool regression")
     ap.add_argument("--width", type=float, default=1.0)
     ap.add_argument("--p-whole", type=float, default=0.5, help="share of whole-image samples")
     ap.add_argument("--seed", type=int, default=0)
@@ -96,9 +94,7 @@ def main():
 
     threading.Thread(target=producer, daemon=True).start()
 
-    model = build(a.arch, a.width)
-    if a.arch == "gap":
-        model.get_layer("points").bias.assign(np.full(10, 0.5, np.float32))  # start at the image centre
+    model = build(a.width)
     print(f"model params {model.count_params():,}", flush=True)
     opt = keras.optimizers.AdamW(learning_rate=a.lr, weight_decay=a.wd, clipnorm=5.0)
     # loss weights per coordinate: nose x3, other points x1
@@ -176,7 +172,7 @@ def main():
     run_dir.mkdir(parents=True, exist_ok=True)
     model.save_weights(run_dir / "model.weights.h5")
     info = {"steps": step, "batch": a.batch, "train_minutes": round(train_min, 1), "seed": a.seed,
-            "lr": a.lr, "wd": a.wd, "arch": a.arch, "width": a.width, "p_whole": a.p_whole,
+            "lr": a.lr, "wd": a.wd, "arch": "integral", "width": a.width, "p_whole": a.p_whole,
             "train_rows": int(len(train_idx)), "dropped_nose_above_eyeline": int(len(split["train"]) - len(train_idx)),
             "split_sizes": {k: int(len(v)) for k, v in split.items()}}
     (run_dir / "train_info.json").write_text(json.dumps(info, indent=1))
