@@ -9,6 +9,8 @@ floor (always predicting the training split's mean nose position in normalised c
 Examples (from the repo root):
   # held-out test split of the shared data
   .venv/bin/python training/nose_tracker/evaluate.py --split test
+  # the same faces as 640x480 photos (edge pixels around them, as many uploads look)
+  .venv/bin/python training/nose_tracker/evaluate.py --split test --frame 640x480
   # any CSV in the shared format; images resolved relative to --images-root
   .venv/bin/python training/nose_tracker/evaluate.py --csv other/labels.csv --images-root other/
 """
@@ -24,7 +26,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from data import contract_blob, data_dir, load_labels, split_indices  # noqa: E402
+from data import contract_blob, data_dir, frame_photo, load_labels, split_indices  # noqa: E402
 
 DEFAULT_PB = HERE.parents[1] / "models" / "nose_tracker" / "nose_tracker.pb"
 
@@ -34,24 +36,30 @@ def _summary(nme, px):
             "fail_rate_nme_gt_0.10": float((nme > 0.10).mean()), "pixel_err_mean": float(px.mean())}
 
 
-def evaluate_pb(pb, labels: dict, root: Path, floor_xy=None, verbose=True, title="", batch=32):
-    """labels: dict from data.load_labels (possibly subset). Returns metrics dict."""
+def evaluate_pb(pb, labels: dict, root: Path, floor_xy=None, verbose=True, title="", batch=32,
+                frame: tuple[int, int] | None = None):
+    """labels: dict from data.load_labels (possibly subset). Returns metrics dict.
+    frame=(W, H): first put each image in a W x H frame (`data.frame_photo`, e.g. a
+    face photo as a 640x480 upload) and score in that frame's pixels."""
     net = cv2.dnn.readNetFromTensorflow(str(pb))
     n = len(labels["path"])
     preds = np.zeros((n, 2))
+    pts_all, wh = labels["pts"].copy(), labels["wh"].copy()
     for s in range(0, n, batch):
         blobs = []
-        for p in labels["path"][s:s + batch]:
+        for j, p in enumerate(labels["path"][s:s + batch], start=s):
             img = cv2.imread(str(Path(root) / p), cv2.IMREAD_COLOR)
             if img is None:
                 raise FileNotFoundError(Path(root) / p)
+            if frame:
+                img, pts_all[j] = frame_photo(img, pts_all[j], *frame)
+                wh[j] = frame
             blobs.append(contract_blob(img))
         net.setInput(np.concatenate(blobs))
         out = np.asarray(net.forward()).reshape(len(blobs), -1)
         preds[s:s + len(blobs)] = out[:, :2]
-    wh = labels["wh"]
-    nose = labels["pts"][:, 0]
-    iod = np.linalg.norm(labels["pts"][:, 1] - labels["pts"][:, 2], axis=1)
+    nose = pts_all[:, 0]
+    iod = np.linalg.norm(pts_all[:, 1] - pts_all[:, 2], axis=1)
     res = {}
     rows = [("model", preds)]
     if floor_xy is not None:
@@ -65,7 +73,8 @@ def evaluate_pb(pb, labels: dict, root: Path, floor_xy=None, verbose=True, title
             r[src] = _summary(nme[m], px[m])
         res[name] = r
     if verbose:
-        print(f"== {title} (whole image -> 112x112, OpenCV {Path(pb).name})")
+        how = f"in a {frame[0]}x{frame[1]} frame" if frame else "whole image"
+        print(f"== {title} ({how} -> 112x112, OpenCV {Path(pb).name})")
         print(f"{'':6s} {'subset':10s} {'n':>5s} {'NME mean':>9s} {'median':>8s} {'>0.10':>7s} {'px err':>7s}")
         for name, r in res.items():
             for sub, v in r.items():
@@ -84,6 +93,8 @@ def main():
                     help="for the shared labels.csv: which split to score (seed-0 split used in training)")
     ap.add_argument("--pb", default=str(DEFAULT_PB))
     ap.add_argument("--floor", default=None, help="mean nose 'x,y' for the floor (default: from metadata.json)")
+    ap.add_argument("--frame", default=None, metavar="WxH",
+                    help="put each image in a WxH frame first (edge pixels around it), e.g. 640x480")
     ap.add_argument("--json", default=None, help="write metrics JSON here")
     a = ap.parse_args()
     cv2.setNumThreads(1)
@@ -101,7 +112,8 @@ def main():
         meta = Path(a.pb).with_name("metadata.json")
         if meta.exists():
             floor = json.loads(meta.read_text()).get("floor_mean_nose_xy")
-    res = evaluate_pb(a.pb, labels, root, floor_xy=floor, title=f"{csv} split={a.split}")
+    frame = tuple(int(v) for v in a.frame.lower().split("x")) if a.frame else None
+    res = evaluate_pb(a.pb, labels, root, floor_xy=floor, title=f"{csv} split={a.split}", frame=frame)
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=1))
 
