@@ -77,10 +77,14 @@ SETTINGS: tuple[Setting, ...] = (
        "Sentences kept per worker in the translator's LRU cache (repeats skip decoding; 0 disables)."),
     _s("app", "IMAGE_REDUCED_DECODE", "1",
        "1: decode large JPEGs at 1/2, 1/4 or 1/8 scale (chosen from the header so both sides stay "
-       ">= 2x the model's 112 px input), which is faster; 0: always decode at full size."),
+       ">= the model's 112 px input), which is faster; 0: always decode at full size."),
     _s("uwsgi", "PRELOAD_LIBRARIES", "1",
        "1: the uWSGI master imports TensorFlow, OpenCV & co. before forking (no op is run), so "
        "workers share those pages; models are still created in each worker after the fork."),
+    _s("uwsgi", "MALLOC_ARENA_MAX", "2",
+       "glibc malloc arenas per process (read at process start, so set before uWSGI starts). glibc's "
+       "default (8 per core) gives each of a worker's THREADS its own arena that keeps freed memory; "
+       "2 keeps worker memory under load close to its size at start."),
     _s("app", "LOG_LEVEL", "INFO", "Python log level of the app logger."),
     _s("app", "API_KEYS", "",
        "Comma-separated API keys. When any key is set (here or in API_KEYS_FILE), the JSON API needs "

@@ -1,6 +1,6 @@
 """Does decoding JPEGs at reduced scale (IMAGE_REDUCED_DECODE) change the nose model's accuracy?
 
-For every image of the held-out TEST split of ../shared/data/nose (never copied into the repo)
+For every image of a held-out split (--split, default dev) of ../shared/data/nose (never copied into the repo)
 it runs the server's own code path (app.imaging.decode_image_scaled + NoseTracker.predict) on
   * the original image, and
   * the same face upscaled and padded to a 640x480 photo (the benchmark's input),
@@ -29,20 +29,16 @@ from app.nose import NoseTracker  # noqa: E402
 
 
 def to_640x480(img: np.ndarray, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Scale the face to 480 px high and pad (edge pixels) to 640x480; landmarks follow."""
-    h, w = img.shape[:2]
-    s = min(480 / h, 640 / w)
-    nw, nh = int(round(w * s)), int(round(h * s))
-    im = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_CUBIC)
-    left, top = (640 - nw) // 2, (480 - nh) // 2
-    im = cv2.copyMakeBorder(im, top, 480 - nh - top, left, 640 - nw - left, cv2.BORDER_REPLICATE)
-    return im, pts * [nw / w, nh / h] + [left, top]
+    """Scale the face to fit 640x480 and pad it with its edge pixels; landmarks follow."""
+    from data import frame_photo
+    return frame_photo(img, pts, 640, 480)
 
 
 def main() -> int:
     from data import data_dir, load_labels, split_indices
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--limit", type=int, default=0, help="only the first N test images (0: all)")
+    ap.add_argument("--split", choices=["dev", "test"], default="dev")
+    ap.add_argument("--limit", type=int, default=0, help="only the first N images (0: all)")
     ap.add_argument("--json")
     a = ap.parse_args()
     root = data_dir()
@@ -52,7 +48,7 @@ def main() -> int:
     cv2.setNumThreads(1)
     model = NoseTracker.load(str(ROOT / "models" / "nose_tracker"))
     lab = load_labels(root / "labels.csv")
-    idx = split_indices(lab["source"], seed=0)["test"]
+    idx = split_indices(lab["source"], seed=0)[a.split]
     if a.limit:
         idx = idx[:a.limit]
     variants = {"full decode": None, "reduced, min side 224": 224, "reduced, min side 112": 112}
