@@ -1,10 +1,14 @@
 -- wrk script for bench/run.py: POSTs bodies read from files, bounded in count, JSON summary.
 -- BENCH_BODY_FILE: one body (binary, e.g. multipart) sent every time, or
 -- BENCH_BODIES_FILE: one body per line, sent in turn (distinct sentences);
--- BENCH_CTYPE: Content-Type; BENCH_MAX: stop after this many responses (0: no limit).
+-- BENCH_CTYPE: Content-Type; BENCH_MAX: stop after this many responses (0: no limit);
+-- BENCH_METHOD=GET: plain GETs without a body instead.
 local single, bodies = nil, {}
 local bf = os.getenv("BENCH_BODY_FILE")
-if bf and bf ~= "" then
+local get = os.getenv("BENCH_METHOD") == "GET"
+if get then
+  single = ""
+elseif bf and bf ~= "" then
   local f = assert(io.open(bf, "rb")); single = f:read("*a"); f:close()
 else
   for line in io.lines(os.getenv("BENCH_BODIES_FILE")) do bodies[#bodies + 1] = line end
@@ -17,7 +21,7 @@ local static = nil  -- built on first use: wrk.path is not set yet while the scr
 
 request = function()
   if single then
-    static = static or wrk.format("POST", nil, headers, single)
+    static = static or (get and wrk.format("GET") or wrk.format("POST", nil, headers, single))
     return static
   end
   i = i + 1

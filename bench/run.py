@@ -52,6 +52,8 @@ ENDPOINTS = {  # key: (path, content type, body source, label)
     "paragraph": ("/api/translate", "application/json", "paragraphs",
                   "POST /api/translate (3-sentence paragraph, greedy)"),
     "result": ("/result", "application/x-www-form-urlencoded", "forms", "POST /result (HTML form, 10-word sentence)"),
+    # no model, no body: what nginx + uWSGI + Flask + wrk alone cost on these cores (our stack only)
+    "healthz": ("/healthz", None, "none", "GET /healthz (no model: the HTTP stack's ceiling)"),
 }
 
 
@@ -108,8 +110,10 @@ def wrk_cell(base: str, endpoint: str, inputs: dict, conc: int, duration: float,
     path, ctype, src, _ = ENDPOINTS[endpoint]
     src = source or src
     env = dict(os.environ, BENCH_MAX=str(max_requests), BENCH_OFFSET=str(offset))
-    f = inputs["files"][src]
-    if src in ("multipart", "image64"):
+    f = inputs["files"].get(src)
+    if src == "none":
+        env["BENCH_METHOD"] = "GET"
+    elif src in ("multipart", "image64"):
         env["BENCH_BODY_FILE"] = str(f)
     else:
         env["BENCH_BODIES_FILE"] = str(f)
@@ -366,7 +370,7 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=5.0, help="seconds per wrk cell")
     ap.add_argument("--max-requests", type=int, default=20000, help="most requests per wrk cell")
     ap.add_argument("--concurrency", default="1,8,32,64")
-    ap.add_argument("--endpoints", default="image-bin,image-64,translate,paragraph,result")
+    ap.add_argument("--endpoints", default="image-bin,image-64,translate,paragraph,result,healthz")
     ap.add_argument("--peers", default="original-flask,original-gevent,bentoml",
                     help="comma-separated peers to compare with ('' for none)")
     ap.add_argument("--quick", action="store_true", help="2 s cells at c=1 and 32, no peers, no extras")
@@ -417,7 +421,8 @@ def main() -> int:
                 p.start()
                 sampler = MemSampler(p.pids)
                 sampler.start()
-                eps = [e for e in endpoints if not (name == "bentoml" and e == "result")]  # no HTML form in BentoML
+                # no HTML form in BentoML; /healthz is our stack's own ceiling row
+                eps = [e for e in endpoints if e != "healthz" and not (name == "bentoml" and e == "result")]
                 rows = run_cells(p.base, eps, concs, a, inputs, name, p.pids)
                 peak = sampler.stop()
                 out["peers"][name] = {"ready_s": p.ready_s, "rows": rows, "peak_mem_kb": list(peak.values())}
@@ -451,6 +456,12 @@ def main() -> int:
                 res = run_ours(a, inputs, tmp, {"PRELOAD_LIBRARIES": pre}, ["image-bin", "translate"], [8],
                                f"preload={pre}")
                 out["preload"][pre] = res
+            # 6. worker memory under load: glibc's default malloc arenas (8 per core) vs MALLOC_ARENA_MAX=2
+            out["arenas"] = {}
+            for arenas in ("16", "2"):
+                out["arenas"][arenas] = run_ours(a, inputs, tmp, {"MALLOC_ARENA_MAX": arenas},
+                                                 ["image-bin", "translate", "paragraph"], [8, 32],
+                                                 f"arenas={arenas}")
         out["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         report(out)
     finally:
@@ -464,6 +475,8 @@ def main() -> int:
 
 def bound_for(out: dict, ep: str) -> float | None:
     b = out.get("bound") or {}
+    if ep == "healthz":
+        return None
     if ep in ("image-bin", "image-64"):
         return b.get("nose", {}).get("per_s")
     if ep == "paragraph":
@@ -536,6 +549,17 @@ def report(out: dict) -> None:
                              v["ready_s"]])
         print(md_table(["PRELOAD_LIBRARIES", "worker RSS MiB", "worker PSS MiB", "master PSS MiB",
                         "start to ready s"], prow))
+    if "arenas" in out:
+        print("\nglibc malloc arenas (MALLOC_ARENA_MAX; 16 = glibc's default on 2 cores), peak per worker with "
+              "/image-bin, /api/translate and paragraphs at c=8 and 32:\n")
+        arow = []
+        for k, v in out["arenas"].items():
+            ws = v["peak_worker_mem_kb"]
+            rps = {f"{r['endpoint']} c={r['c']}": r["rps"] for r in v["rows"]}
+            arow.append([k, ", ".join(str(w["rss"] // 1024) for w in ws), ", ".join(str(w["pss"] // 1024) for w in ws),
+                         rps.get("image-bin c=32"), rps.get("translate c=32"), rps.get("paragraph c=32")])
+        print(md_table(["MALLOC_ARENA_MAX", "worker RSS MiB", "worker PSS MiB", "/image-bin c=32 req/s",
+                        "translate c=32 req/s", "paragraph c=32 req/s"], arow))
 
 
 def sweep(a, inputs, tmp, out) -> int:
