@@ -36,6 +36,8 @@ def configure_threads(cfg: Config, with_tf: bool = True) -> dict:
         cv2.setNumThreads(cfg.cv2_threads)
         info["cv2_threads_effective"] = cv2.getNumThreads()
         if with_tf:
+            from .config import apply_library_defaults
+            apply_library_defaults()  # before TensorFlow's first import in this process
             import tensorflow as tf
             if not _threads_configured:
                 try:

@@ -20,6 +20,8 @@ PRELOADED: dict = {}
 
 
 def preload() -> dict:
+    from .config import apply_library_defaults
+    apply_library_defaults()  # before TensorFlow's first import
     t0 = time.perf_counter()
     import numpy  # noqa: F401
     import cv2  # noqa: F401

@@ -241,6 +241,8 @@ def cli_main(argv: list[str] | None = None) -> int:
     if args.beam < 1 or args.beam > 16:
         ap.error("--beam must be between 1 and 16")
 
+    from app.config import apply_library_defaults
+    apply_library_defaults()  # before TensorFlow's first import
     import tensorflow as tf
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
