@@ -138,6 +138,7 @@ def _check_nose(body: dict, w: int, h: int):
 def test_image_64_real_faces(stack):
     """Real faces (../shared): the nose lands inside the annotated face box and the answer
     equals the model run in-process on the same image."""
+    from app.imaging import REDUCED_MIN_SIDE, decode_image_scaled
     from app.nose import NoseTracker
     local = NoseTracker.load(str(ROOT / "models" / "nose_tracker"))
     for face in shared_faces(4):
@@ -147,9 +148,13 @@ def test_image_64_real_faces(stack):
         _check_nose(body, int(face["width"]), int(face["height"]))
         assert float(face["face_left"]) <= body["x_px"] <= float(face["face_right"]), (face["path"], body)
         assert float(face["face_top"]) <= body["y_px"] <= float(face["face_bottom"]), (face["path"], body)
-        img = cv2.imdecode(np.frombuffer(face["bytes"], np.uint8), cv2.IMREAD_COLOR)
-        p = local.predict(img)
+        # the server's own decoding (a 400x400 JPEG is decoded at 1/2 scale, IMAGE_REDUCED_DECODE)
+        img, w, h = decode_image_scaled(face["bytes"], 10 ** 8, REDUCED_MIN_SIDE)
+        p = local.predict(img, size=(w, h))
         assert body["x"] == pytest.approx(p.x, abs=1e-5) and body["y"] == pytest.approx(p.y, abs=1e-5)
+        # and a full decode lands within a few thousandths of the image
+        full = local.predict(cv2.imdecode(np.frombuffer(face["bytes"], np.uint8), cv2.IMREAD_COLOR))
+        assert abs(full.x - p.x) < 0.01 and abs(full.y - p.y) < 0.01
 
 
 def test_image_64_data_url_and_bin_agree(stack):
