@@ -48,6 +48,11 @@ def configure_threads(cfg: Config, with_tf: bool = True) -> dict:
                 _threads_configured = True
             info["tf_intra_op_threads"] = tf.config.threading.get_intra_op_parallelism_threads()
             info["tf_inter_op_threads"] = tf.config.threading.get_inter_op_parallelism_threads()
+            try:  # whether TensorFlow really runs its oneDNN kernels (TF_ENABLE_ONEDNN_OPTS)
+                from tensorflow.python.util import _pywrap_util_port
+                info["tf_onednn"] = bool(_pywrap_util_port.IsMklEnabled())
+            except Exception:  # private API: report unknown rather than fail
+                info["tf_onednn"] = None
     info.update(thread_budget(cfg))
     return info
 

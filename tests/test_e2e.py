@@ -69,6 +69,8 @@ def test_version_reports_models(stack):
     # thread pools set from the config, per worker
     assert v["threads"]["cv2_threads_effective"] == 1
     assert v["threads"]["tf_intra_op_threads"] == 1 and v["threads"]["tf_inter_op_threads"] == 1
+    # TF_ENABLE_ONEDNN_OPTS=0 reached TensorFlow in the worker (it is read at TF's first import)
+    assert v["threads"]["tf_onednn"] is False
 
 
 # --- HTML pages ---------------------------------------------------------------------
