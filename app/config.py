@@ -108,7 +108,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s("uwsgi", "HARAKIRI", "120", "Seconds after which a stuck request's worker is recycled."),
     _s("uwsgi", "MAX_REQUESTS", "100000",
        "Recycle a worker after this many requests (a safety net against leaks: a new worker reloads its "
-       "models, seconds of CPU; at 5000 both workers recycled every few seconds under benchmark load)..."),
+       "models, seconds of CPU; at 5000 both workers recycled every ~17 s under benchmark load)..."),
     _s("uwsgi", "MAX_REQUESTS_DELTA", "10000", "...plus worker_id*delta (jitter, so workers do not recycle together)."),
     _s("uwsgi", "RELOAD_MERCY", "130", "Seconds a worker may take to finish its requests on reload/shutdown."),
     _s("uwsgi", "STATS_SOCKET", "{RUN_DIR}/uwsgi-stats.sock", "uWSGI stats server (unix socket path or host:port)."),

@@ -204,8 +204,8 @@ class Augmenter:
             nw, nh = w, int(round(w / r))
         left = int(rng.integers(0, nw - w + 1))
         top = int(rng.integers(0, nh - h + 1))
-        kind = rng.random()
-        border = cv2.BORDER_REPLICATE if kind < 0.6 else cv2.BORDER_CONSTANT  # no reflection: it mirrors the face
+        # edge pixels or a flat colour; no reflection: it would mirror the face
+        border = cv2.BORDER_REPLICATE if rng.random() < 0.6 else cv2.BORDER_CONSTANT
         val = tuple(int(v) for v in rng.integers(0, 256, 3))
         framed = cv2.copyMakeBorder(im, top, nh - h - top, left, nw - w - left, border, value=val)
         out[:] = cv2.resize(framed, (SIZE, SIZE))

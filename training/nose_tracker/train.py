@@ -101,7 +101,6 @@ def main():
                 except queue.Full:
                     pass
 
-    threading.Thread(target=producer, daemon=True).start()
 
     model = build(a.width)
     print(f"model params {model.count_params():,}", flush=True)
@@ -146,6 +145,7 @@ def main():
         return nme.mean(), np.median(nme), (nme > 0.1).mean()
 
     def train_loop(run_dir: Path) -> dict:
+        threading.Thread(target=producer, daemon=True).start()
         budget = a.minutes * 60
         t_start = time.time()
         step, last_eval, last_log = 0, t_start, t_start
@@ -190,7 +190,6 @@ def main():
 
     run_dir = Path(a.run_dir)
     if a.export_only:
-        stop.set()
         model.load_weights(run_dir / "model.weights.h5")
         info = json.loads((run_dir / "train_info.json").read_text())
         print(f"loaded {run_dir / 'model.weights.h5'} ({info['steps']} steps)", flush=True)
