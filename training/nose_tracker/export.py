@@ -109,15 +109,18 @@ def sha256(path) -> str:
 def main():
     import sys
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from model import build
+    from model import build, transfer_weights
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--weights", required=True)
+    ap.add_argument("--weights", required=True, help="weights saved by train.py (its training graph)")
     ap.add_argument("--width", type=float, default=1.0)
+    ap.add_argument("--deep", type=int, default=128, help="channels of the 14x14 blocks (train.py --deep)")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[2] / "models/nose_tracker/nose_tracker.pb"))
     a = ap.parse_args()
-    m = build(a.width)
-    m.load_weights(a.weights)
+    trained = build(a.width, a.deep, for_training=True)
+    trained.load_weights(a.weights)
+    m = build(a.width, a.deep)
+    transfer_weights(trained, m)
     p = freeze_keras(m, a.out)
     x = np.random.default_rng(0).random((4, SIZE, SIZE, 3), dtype=np.float32)
     print(f"wrote {p} ({p.stat().st_size / 1e6:.2f} MB) sha256={sha256(p)} "
