@@ -90,10 +90,12 @@ def soft_argmax(feat, name, flat: bool = False):
 
 
 def build_integral_model(width: float = 1.0, name: str = "nose_tracker", k: int = 3,
-                         blocks: int = 5, deep: int = 96, for_training: bool = False) -> keras.Model:
+                         blocks: int = 5, deep: int = 128, for_training: bool = False) -> keras.Model:
     """Backbone to a 14x14 (stride 8) map with a large receptive field (5x5 depthwise
-    kernels by default 3x3), then one soft-argmax head per point (integral regression): nose, leye, reye,
-    lmouth, rmouth -> (N, 10)."""
+    kernels by default 3x3), `blocks` residual blocks of `deep` channels there (96 up to
+    v1.3.0, 128 since v1.4.0), then one soft-argmax head per point (integral regression):
+    nose, leye, reye, lmouth, rmouth -> (N, 10).  for_training: the faster training graph
+    (Reshape heads); copy its weights into the export graph with `transfer_weights`."""
     c = lambda n: max(8, int(round(n * width / 8)) * 8)
     inp = keras.Input((SIZE, SIZE, 3), name="input")
     x = _conv_bn(inp, c(16), 3, 2, name="stem")       # 56
