@@ -28,14 +28,8 @@ from app.imaging import decode_image_scaled  # noqa: E402
 from app.nose import NoseTracker  # noqa: E402
 
 
-def to_640x480(img: np.ndarray, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Scale the face to fit 640x480 and pad it with its edge pixels; landmarks follow."""
-    from data import frame_photo
-    return frame_photo(img, pts, 640, 480)
-
-
 def main() -> int:
-    from data import data_dir, load_labels, split_indices
+    from data import data_dir, frame_photo, load_labels, split_indices
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--split", choices=["dev", "test"], default="dev")
     ap.add_argument("--limit", type=int, default=0, help="only the first N images (0: all)")
@@ -61,7 +55,7 @@ def main() -> int:
             data = (root / lab["path"][i]).read_bytes()
             pts = lab["pts"][i]
             if inp != "original image":
-                img, pts = to_640x480(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), pts)
+                img, pts = frame_photo(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), pts, 640, 480)
                 data = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
             iod = np.linalg.norm(pts[1] - pts[2])
             for k, min_side in variants.items():
