@@ -61,7 +61,8 @@ ENDPOINTS = {  # key: (path, content type, body source, label)
 def build_inputs(tmp: Path, seed: int = 0) -> dict:
     import cv2
     import numpy as np
-    from bench.nose_reduced_decode import to_640x480
+    sys.path.insert(0, str(ROOT / "training" / "nose_tracker"))
+    from data import frame_photo  # the face as a 640x480 photo, edge pixels around it
     if not (NOSE_DATA / "labels.csv").exists() or not SENTENCES.exists():
         raise SystemExit(f"benchmark inputs not found: need {NOSE_DATA}/labels.csv and {SENTENCES} "
                          "(put ../shared beside the repository or set SHARED_DIR)")
@@ -69,7 +70,7 @@ def build_inputs(tmp: Path, seed: int = 0) -> dict:
         row = next(r for r in csv.DictReader(fh) if r["source"] == "cuhk_net")
     img = cv2.imread(str(NOSE_DATA / row["path"]), cv2.IMREAD_COLOR)
     pts = np.array([[float(row["nose_x"]), float(row["nose_y"])]])
-    photo, _ = to_640x480(img, pts)
+    photo, _ = frame_photo(img, pts, 640, 480)
     jpg = cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
     (tmp / "face.jpg").write_bytes(jpg)
     boundary = "----benchboundary7MA4YWxkTrZu0gW"
