@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 
 from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge,
@@ -54,6 +55,7 @@ def multiprocess_enabled() -> bool:
 
 def registry() -> CollectorRegistry:
     if multiprocess_enabled():
+        prune_dead_processes()
         reg = CollectorRegistry()
         multiprocess.MultiProcessCollector(reg)
         return reg
@@ -71,6 +73,36 @@ def mark_process_dead(pid: int | None = None) -> None:
             multiprocess.mark_process_dead(pid or os.getpid())
         except Exception:  # never fail a shutdown over metrics
             pass
+
+
+_LIVE_FILE = re.compile(r"^gauge_live\w*_(\d+)\.db$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
+def prune_dead_processes() -> list[int]:
+    """Drop the live-gauge files of workers that died without exiting cleanly.
+
+    A worker killed by SIGKILL (HARAKIRI, the request watchdog, the OOM killer) or a crash
+    never runs its uwsgi.atexit hook, so without this its ``model_info`` would be exported
+    for a dead pid until the next restart. Returns the pids pruned."""
+    try:
+        names = os.listdir(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    except (KeyError, OSError):
+        return []
+    dead = sorted({int(m.group(1)) for m in map(_LIVE_FILE.match, names) if m} - {os.getpid()})
+    dead = [pid for pid in dead if not _alive(pid)]
+    for pid in dead:
+        mark_process_dead(pid)
+    return dead
 
 
 def observe_request(endpoint: str, method: str, status: int, seconds: float) -> None:

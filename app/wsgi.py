@@ -6,10 +6,41 @@ fork: models are loaded per worker and TensorFlow never runs in the master.
 from __future__ import annotations
 
 import atexit
+import faulthandler
 import os
+import signal
 
 from . import create_app, metrics, watchdog
 from .config import effective_env
+
+# uWSGI 2.0 with lazy-apps loads the app BEFORE it installs a worker's own signal handlers
+# (core/uwsgi.c, uwsgi_worker_run), so until then a worker runs the handlers it inherited from
+# the master: the SIGHUP a graceful shutdown or reload sends it ran the master's grace_them_all
+# inside the worker, which went on to serve, and the master's gracefully_kill_them_all waited
+# for it forever (measured: SIGTERM 2 s after a worker respawn, uWSGI still up 200 s later).
+# A loading worker serves nothing yet, so it simply exits at once; uWSGI replaces these
+# handlers with its own as soon as the app is loaded.
+_UWSGI_RELOAD_CODE, _UWSGI_END_CODE = 17, 30  # uwsgi.h
+
+
+def _exit_while_loading(signum, frame) -> None:
+    os.write(2, f"worker pid {os.getpid()}: {signal.Signals(signum).name} while loading the app; "
+                f"exiting (it serves nothing yet)\n".encode())
+    metrics.mark_process_dead(os.getpid())
+    os._exit(_UWSGI_RELOAD_CODE if signum == signal.SIGHUP else _UWSGI_END_CODE)
+
+
+try:
+    import uwsgi  # type: ignore  # noqa: F401
+except ImportError:
+    pass
+else:
+    for _sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
+        signal.signal(_sig, _exit_while_loading)
+
+# A worker that crashes (SIGSEGV, SIGABRT, SIGBUS...) writes every thread's Python stack to
+# stderr, i.e. the uWSGI log, before uWSGI's own handler reports it and the master respawns it.
+faulthandler.enable(all_threads=True)
 
 flask_app = create_app()
 # per-request harakiri on threaded workers (uWSGI 2.0's is per worker; see app/watchdog.py)

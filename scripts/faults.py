@@ -1,6 +1,6 @@
 """Faults under load, on a real nginx -> uWSGI stack of its own (loopback only, bounded).
 
-    .venv/bin/python scripts/faults.py [--seconds 20] [--clients 16] [--only kill,harakiri,down,reload]
+    .venv/bin/python scripts/faults.py [--seconds 20] [--clients 16] [--only kill,harakiri,down,reload,stop-loading]
 
 Starts the stack from the repository's own app.ini and nginx templates (the test suite's
 Stack class, free loopback ports, a temporary directory) and, while a load generator runs,
@@ -12,7 +12,9 @@ Stack class, free loopback ports, a temporary directory) and, while a load gener
             JSON shape (UPSTREAM_TIMEOUT is below HARAKIRI), the worker is replaced;
 * down      stops uWSGI: nginx answers 502 in our JSON shape; starts it again: traffic
             resumes with the same nginx processes (no restart, no reload);
-* reload    chain-reloads the workers: zero failed requests.
+* reload    chain-reloads the workers: zero failed requests;
+* stop-loading  SIGTERMs uWSGI while a respawned worker is still loading its models: it
+            must exit at once (it used to wait for that worker forever).
 
 Prints a Markdown table. tests/test_faults.py runs the same functions, shorter.
 """
@@ -301,6 +303,37 @@ def fault_uwsgi_down(stack, clients: int = 4, down_s: float = 3.0) -> dict:
     }
 
 
+def fault_stop_while_loading(stack, timeout: float = 60) -> dict:
+    """SIGTERM (docker stop, start.sh stop) while a just-respawned worker is still loading its
+    models; uWSGI must still shut down at once (it hung for good before app/wsgi.py handled it)."""
+    from conftest import stop_process
+    before = {w["pid"] for w in workers(stack)}
+    victim = min(before)
+    os.kill(victim, signal.SIGKILL)
+    t_kill, new = time.time(), None
+    while new is None and time.time() - t_kill < 10:
+        new = next(iter({w["pid"] for w in workers(stack)} - before - {0}), None)
+        time.sleep(0.02)
+    loading = new is not None and not any("ready in" in ln and f"pid: {new} " in ln for ln in stack.log_lines())
+    t_term = time.time()
+    stack.uwsgi.send_signal(signal.SIGTERM)
+    try:
+        code, stop_s = stack.uwsgi.wait(timeout), round(time.time() - t_term, 2)
+    except subprocess.TimeoutExpired:
+        code, stop_s = None, None
+        stop_process(stack.uwsgi, signal.SIGKILL, timeout=10)
+    restart_uwsgi(stack)
+    return {
+        "fault": "SIGTERM while a respawned worker loads its models",
+        "killed_pid": victim,
+        "respawned_pid": new,
+        "loading_when_stopped": loading,
+        "since_respawn_s": round(t_term - t_kill, 2),
+        "exit_code": code,
+        "stop_s": stop_s,
+    }
+
+
 def fault_chain_reload(stack, clients: int = 8, timeout: float = 180) -> dict:
     old = {w["pid"] for w in workers(stack)}
     load = Load(stack.base, clients, translate=True).start()
@@ -348,7 +381,7 @@ def start_fault_stack(extra: dict | None = None, tmp: Path | None = None):
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clients", type=int, default=16)
-    ap.add_argument("--only", default="kill,harakiri,down,reload")
+    ap.add_argument("--only", default="kill,harakiri,down,reload,stop-loading")
     a = ap.parse_args()
     st = start_fault_stack()
     rows = []
@@ -359,7 +392,8 @@ def main() -> int:
             fn = {"kill": lambda: fault_kill_worker(st, a.clients, after=15),
                   "harakiri": lambda: fault_harakiri(st, a.clients // 2),
                   "down": lambda: fault_uwsgi_down(st, a.clients // 2),
-                  "reload": lambda: fault_chain_reload(st, a.clients)}[name]
+                  "reload": lambda: fault_chain_reload(st, a.clients),
+                  "stop-loading": lambda: fault_stop_while_loading(st)}[name]
             r = fn()
             print(json.dumps(r, default=str), flush=True)
             rows.append(r)
@@ -385,6 +419,9 @@ def main() -> int:
                   f"{r['while_down_502_json'] == r['while_down']}; {r['failed_after_back']} after | 502 JSON while "
                   f"down, none after | traffic back {r['traffic_back_s']} s after the restart; nginx same processes: "
                   f"{r['nginx_same_processes']} |")
+        elif f.startswith("SIGTERM while"):
+            print(f"| {f} | - | - | exit 0 at once | SIGTERM {r['since_respawn_s']} s after the respawn (loading: "
+                  f"{r['loading_when_stopped']}): exit {r['exit_code']} after {r['stop_s']} s |")
         else:
             print(f"| {f} | {r['sent']} ({r['during_reload']} during) | {r['failed']} | 0 | both workers "
                   f"replaced in {r['reload_s']} s |")

@@ -12,6 +12,7 @@ import base64
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -34,6 +35,8 @@ SHARED = Path(os.environ.get("SHARED_DIR", ROOT.parent / "shared"))
 NOSE_DATA = SHARED / "data" / "nose"
 VENV = ROOT / ".venv"
 STARTUP_TIMEOUT = float(os.environ.get("E2E_STARTUP_TIMEOUT", "300"))
+# uWSGI log lines that mean a worker died or was killed (crash, harakiri, the request watchdog)
+INCIDENT = re.compile(r"DAMN ! worker|!!! uWSGI process \d+ got|HARAKIRI ON WORKER|Fatal Python error|watchdog: ")
 
 
 def free_port() -> int:
@@ -140,6 +143,7 @@ class Stack:
         self.uwsgi: subprocess.Popen | None = None
         self.nginx: subprocess.Popen | None = None
         self.startup_s: float | None = None
+        self._log_pos = 0  # how far new_incidents() has read the uWSGI log
         keys = [k for k in env.get("API_KEYS", "").split(",") if k.strip()]
         self.auth_headers = {"X-API-Key": keys[0].strip()} if keys else {}
 
@@ -187,6 +191,28 @@ class Stack:
             return "\n".join(self.uwsgi_log.read_text(errors="replace").splitlines()[-n:])
         except OSError:
             return ""
+
+    def new_incidents(self, context: int = 60) -> list[str]:
+        """Worker deaths logged since the last call, each with the log lines that follow it
+        (faulthandler's thread stacks, uWSGI's backtrace), per-request lines left out."""
+        try:
+            with open(self.uwsgi_log, "rb") as fh:
+                fh.seek(self._log_pos)
+                data = fh.read()
+        except OSError:
+            return []
+        data = data[:data.rfind(b"\n") + 1]  # whole lines only; the rest is read next time
+        self._log_pos += len(data)
+        lines = [ln for ln in data.decode(errors="replace").splitlines() if not ln.startswith('{"ts":"') or
+                 '"msg":"request"' not in ln]
+        blocks: list[list[int]] = []  # [start, end) of each incident and what follows it, merged
+        for i, ln in enumerate(lines):
+            if INCIDENT.search(ln):
+                if blocks and i < blocks[-1][1]:
+                    blocks[-1][1] = i + context
+                else:
+                    blocks.append([i, i + context])
+        return ["\n".join(lines[a:b]) for a, b in blocks]
 
     def log_lines(self) -> list[str]:
         return self.uwsgi_log.read_text(errors="replace").splitlines()
@@ -248,8 +274,28 @@ def stack(tmp_path_factory):
         st.stop()
         raise
     print(f"\n[stack] up in {st.startup_s:.1f}s at {st.base}")
+    st.new_incidents()
     yield st
     st.stop()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "kills_workers: the test kills uWSGI workers on purpose")
+
+
+@pytest.fixture(autouse=True)
+def _no_worker_deaths(request):
+    """Fail the test during which a worker of the shared stack died unexpectedly, showing why
+    (the uWSGI log: faulthandler's stacks, uWSGI's own report); tests marked kills_workers may."""
+    if "stack" not in request.fixturenames:
+        yield
+        return
+    st = request.getfixturevalue("stack")
+    st.new_incidents()
+    yield
+    incidents = st.new_incidents()
+    if incidents and request.node.get_closest_marker("kills_workers") is None:
+        pytest.fail("a uWSGI worker died during this test:\n\n" + "\n---\n".join(incidents), pytrace=False)
 
 
 # --- test data -------------------------------------------------------------------

@@ -189,3 +189,28 @@ def test_json_is_utf8_not_ascii_escaped(loaded):
     r = c.post("/api/translate", json={"text": "año señor"})
     assert r.status_code == 200
     assert "AÑO SEÑOR".encode() in r.data and b"\\u" not in r.data
+
+
+def test_metrics_prune_live_gauges_of_dead_processes(tmp_path, monkeypatch):
+    """Live-gauge files of a pid that no longer runs are dropped; the caller's own, a live
+    process's and every counter file are kept."""
+    import os
+    import subprocess
+    import sys
+
+    from app import metrics
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        names = [f"gauge_liveall_{gone.pid}.db", f"gauge_livesum_{gone.pid}.db", f"counter_{gone.pid}.db",
+                 f"gauge_liveall_{alive.pid}.db", f"gauge_liveall_{os.getpid()}.db", f"gauge_all_{gone.pid}.db"]
+        for n in names:
+            (tmp_path / n).write_bytes(b"")
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+        assert metrics.prune_dead_processes() == [gone.pid]
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[2:])  # counters, 'all' gauges kept
+        assert metrics.prune_dead_processes() == []
+    finally:
+        alive.kill()
+        alive.wait()

@@ -99,6 +99,15 @@ def test_uwsgi_down_then_up_without_touching_nginx(fstack):
     fstack.wait_workers(2, 120)
 
 
+def test_sigterm_while_a_worker_loads_stops_promptly(fstack):
+    r = faults.fault_stop_while_loading(fstack)
+    print(f"\n[stop while loading] SIGTERM {r['since_respawn_s']} s after a worker respawn (still loading: "
+          f"{r['loading_when_stopped']}): uWSGI exited {r['exit_code']} after {r['stop_s']} s")
+    assert r["respawned_pid"] and r["loading_when_stopped"], r
+    assert r["exit_code"] == 0 and r["stop_s"] is not None and r["stop_s"] < 15, r
+    fstack.wait_workers(2, 120)
+
+
 # --- the watchdog's decision, in isolation ----------------------------------------------------
 
 def test_watchdog_kills_only_overdue_requests():

@@ -9,6 +9,7 @@ import re
 import threading
 import time
 
+import pytest
 import requests
 
 from conftest import b64, synthetic_face
@@ -117,6 +118,30 @@ def test_touch_reload_whole_app(stack):
     assert r.json()["app"]["revision"] == "rev-3"
     # exact counters survive worker replacement (files of dead workers are kept)
     assert stack.get("/api/stats").json()["summary"]["base64"] >= 100
+
+
+@pytest.mark.kills_workers
+def test_crashed_worker_is_respawned_reported_and_drops_out_of_metrics(stack):
+    """A worker that crashes (here SIGSEGV) never runs its exit hook: faulthandler writes its
+    threads' Python stacks to the log, the master respawns it, and /metrics stops exporting
+    the dead pid (the same holds for SIGKILL: HARAKIRI, the request watchdog, the OOM killer)."""
+    import signal
+    victim = stack.worker_pids()[0]
+    assert victim in _live_gauge_pids(stack)
+    os.kill(victim, signal.SIGSEGV)
+    t0 = time.time()
+    while time.time() - t0 < RELOAD_TIMEOUT:
+        pids = stack.worker_pids()
+        if victim not in pids and 0 not in pids:
+            break
+        time.sleep(0.25)
+    stack.wait_workers(2, RELOAD_TIMEOUT)
+    assert stack.get("/readyz").status_code == 200
+    assert victim not in stack.worker_pids()
+    assert _live_gauge_pids(stack) == set(stack.worker_pids())
+    log = "\n".join(stack.new_incidents())
+    assert "Fatal Python error: Segmentation fault" in log and "app/batching.py" in log, log[-3000:]
+    assert f"(pid: {victim}) died, killed by signal 11" in log, log[-3000:]
 
 
 def test_sigterm_finishes_in_flight_requests(stack):
