@@ -13,6 +13,11 @@ import signal
 from . import create_app, metrics, watchdog
 from .config import effective_env
 
+try:
+    import uwsgi  # type: ignore
+except ImportError:  # not under uWSGI
+    uwsgi = None
+
 # uWSGI 2.0 with lazy-apps loads the app BEFORE it installs a worker's own signal handlers
 # (core/uwsgi.c, uwsgi_worker_run), so until then a worker runs the handlers it inherited from
 # the master: the SIGHUP a graceful shutdown or reload sends it ran the master's grace_them_all
@@ -30,11 +35,7 @@ def _exit_while_loading(signum, frame) -> None:
     os._exit(_UWSGI_RELOAD_CODE if signum == signal.SIGHUP else _UWSGI_END_CODE)
 
 
-try:
-    import uwsgi  # type: ignore  # noqa: F401
-except ImportError:
-    pass
-else:
+if uwsgi is not None:
     for _sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
         signal.signal(_sig, _exit_while_loading)
 
@@ -56,9 +57,7 @@ def _on_exit() -> None:
         metrics.mark_process_dead(_PID)
 
 
-try:
-    import uwsgi  # type: ignore
-
+if uwsgi is not None:
     _previous = getattr(uwsgi, "atexit", None)
 
     def _uwsgi_atexit() -> None:
@@ -67,5 +66,5 @@ try:
             _previous()
 
     uwsgi.atexit = _uwsgi_atexit
-except ImportError:  # not under uWSGI
+else:
     atexit.register(_on_exit)
