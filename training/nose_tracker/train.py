@@ -108,7 +108,7 @@ def main():
     run_dir = Path(a.run_dir)
     if a.export_only:  # the saved run's own architecture, not the command line's
         info = json.loads((run_dir / "train_info.json").read_text())
-        a.width, a.deep = info["width"], info.get("deep", a.deep)
+        a.width, a.deep = info["width"], info["deep"]
     model = build(a.width, a.deep, for_training=True)  # fused BN, Reshape heads: 2x faster steps
     print(f"model params {model.count_params():,}", flush=True)
     opt = keras.optimizers.AdamW(learning_rate=a.lr, weight_decay=a.wd, clipnorm=5.0)
