@@ -20,12 +20,12 @@ def create_app(config=None, registry=None) -> Flask:
     """Build the Flask app.
 
     config: an :class:`app.config.Config` (default: from the environment).
-    registry: a ready :class:`app.models.ModelRegistry` (tests); by default a new
-    one is created and loaded according to ``MODEL_LOADING``.
+    registry: a :class:`app.serving.registry.ModelRegistry` (tests; loaded by the caller); by
+    default a new one is created and loaded according to ``MODEL_LOADING``.
     """
-    from . import api, docs, errors, observability, pages, security
     from .config import Config
-    from .models import ModelRegistry
+    from .serving.registry import ModelRegistry
+    from .web import api, docs, errors, observability, pages, security, v2
 
     cfg = config or Config.from_env()
     observability.setup_logging(cfg.log_level)
@@ -46,9 +46,18 @@ def create_app(config=None, registry=None) -> Flask:
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(docs.bp)
+    v2.init_app(app)
 
-    if registry is None:
+    created = registry is None
+    if created:
         registry = ModelRegistry(cfg)
+    # each served model's own routes (its servable's blueprint), then a start page if none has "/"
+    for bp in dict.fromkeys(h.cls.blueprint() for h in registry.handles.values() if h.cls is not None):
+        if bp is not None:
+            app.register_blueprint(bp)
+    pages.register_start_page(app)
+
+    if created:
         if cfg.model_loading == "background":
             registry.start_background()
         else:  # sync (the default) or off

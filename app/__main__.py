@@ -46,14 +46,14 @@ def main(argv: list[str]) -> int:
     if cmd == "serve":
         return serve(argv[2:])
     if cmd == "translate":
-        from . import translator
-        return int(translator.cli_main(argv[2:]) or 0)
+        from .servables.translator.model import cli_main
+        return int(cli_main(argv[2:]) or 0)
     if cmd == "env":
         from .config import shell_exports
         sys.stdout.write(shell_exports())
         return 0
     if cmd == "healthcheck":
-        from .healthcheck import main as hc
+        from .runtime.healthcheck import main as hc
         return hc(argv[2:])
     print(USAGE, file=sys.stderr)
     return 2

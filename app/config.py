@@ -14,6 +14,7 @@ Importing this module is cheap (no TensorFlow, no OpenCV).
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,14 +26,21 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @dataclass(frozen=True)
 class Setting:
+    """One environment variable. ``kind``: str, int, float or bool (checked by
+    :func:`parse_setting`, with ``minimum`` for numbers and ``choices`` for strings).
+    Servables declare theirs with the same class (``Servable.settings``)."""
     name: str
     default: str
     help: str
-    group: str  # "app", "uwsgi" or "nginx"
+    group: str = "app"  # "app", "uwsgi", "nginx", "all" or a model's name
+    kind: str = "str"
+    minimum: float | None = None
+    choices: tuple = ()
 
 
-def _s(group: str, name: str, default: str, help: str) -> Setting:
-    return Setting(name=name, default=default, help=help, group=group)
+def _s(group: str, name: str, default: str, help: str, kind: str = "str", minimum=None, choices=()) -> Setting:
+    return Setting(name=name, default=default, help=help, group=group, kind=kind, minimum=minimum,
+                   choices=choices)
 
 
 #: Every environment variable the stack understands, with its default.
@@ -45,10 +53,11 @@ SETTINGS: tuple[Setting, ...] = (
     _s("app", "APP_REVISION", "dev", "Deployed revision string shown by /version."),
     _s("app", "APP_REVISION_FILE", "",
        "If set and the file exists, its first line overrides APP_REVISION (read at worker start)."),
-    _s("app", "NOSE_MODEL_DIR", "models/nose_tracker", "Directory with nose_tracker.pb (+ metadata.json)."),
-    _s("app", "TRANSLATOR_MODEL_DIR", "models/translator", "Directory of the exported translator."),
+    _s("app", "MODEL_REPOSITORY", "models",
+       "The model repository: <name>/model.json (which servable) and <name>/<version>/ (its files). "
+       "Each model serves its highest version unless <NAME>_VERSION pins one (e.g. NOSE_TRACKER_VERSION=1.4.0)."),
     _s("app", "ENABLED_MODELS", "nose_tracker,translator",
-       "Models this deployment serves (comma-separated); /readyz waits for these only."),
+       "Models of the repository this deployment serves (comma-separated); /readyz waits for these only."),
     _s("app", "MODEL_LOADING", "sync",
        "When a worker loads its models: sync (before serving), background (serve at once, /readyz 503 "
        "until loaded) or off (no models; every model endpoint answers 503)."),
@@ -56,28 +65,10 @@ SETTINGS: tuple[Setting, ...] = (
     _s("app", "TF_INTRA_OP_THREADS", "1", "TensorFlow intra-op threads per worker."),
     _s("app", "TF_INTER_OP_THREADS", "1", "TensorFlow inter-op threads per worker."),
     _s("app", "CV2_THREADS", "1", "OpenCV threads per worker (cv2.setNumThreads)."),
+    _s("app", "NUMPY_THREADS", "1", "BLAS/OpenMP threads per worker for NumPy models (threadpoolctl)."),
     _s("app", "MAX_BODY_BYTES", "10485760",
        "Largest request body (Flask MAX_CONTENT_LENGTH and nginx client_max_body_size)."),
     _s("app", "MAX_IMAGE_PIXELS", "40000000", "Largest image (width*height), checked from the header before decoding."),
-    _s("app", "MAX_BATCH_TEXTS", "32", "Most texts in one /api/translate request."),
-    _s("app", "MAX_TOTAL_CHARS", "20000",
-       "Most characters in one /api/translate request (all texts together), so that the largest "
-       "request finishes well within HARAKIRI."),
-    _s("app", "TRANSLATE_WAIT_TIMEOUT", "60",
-       "Seconds a request may wait for this worker's translator before a 503 (busy, Retry-After)."),
-    _s("app", "MAX_BEAM", "4", "Largest beam accepted by /api/translate."),
-    _s("app", "DEFAULT_BEAM", "1", "Beam used when a request gives none (and by the HTML form)."),
-    _s("app", "TRANSLATE_BATCH_MAX", "32",
-       "Dynamic batching: most texts decoded together in one call, collected from concurrent "
-       "translation requests of a worker (0 turns batching off: one request at a time)."),
-    _s("app", "TRANSLATE_BATCH_WAIT_MS", "2",
-       "Dynamic batching: longest time (ms) the oldest queued request waits for others to join "
-       "its batch (0: no waiting; batches then form only while the previous one decodes)."),
-    _s("app", "TRANSLATE_CACHE_SIZE", "4096",
-       "Sentences kept per worker in the translator's LRU cache (repeats skip decoding; 0 disables)."),
-    _s("app", "IMAGE_REDUCED_DECODE", "1",
-       "1: decode large JPEGs at 1/2, 1/4 or 1/8 scale (chosen from the header so both sides stay "
-       ">= the model's 112 px input), which is faster; 0: always decode at full size."),
     _s("uwsgi", "PRELOAD_LIBRARIES", "1",
        "1: the uWSGI master imports TensorFlow, OpenCV & co. before forking (no op is run), so "
        "workers share those pages; models are still created in each worker after the fork."),
@@ -138,7 +129,7 @@ SETTINGS: tuple[Setting, ...] = (
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
 
 _PATH_SETTINGS = {
-    "NOSE_MODEL_DIR", "TRANSLATOR_MODEL_DIR", "APP_REVISION_FILE", "PROMETHEUS_MULTIPROC_DIR", "API_KEYS_FILE",
+    "MODEL_REPOSITORY", "APP_REVISION_FILE", "PROMETHEUS_MULTIPROC_DIR", "API_KEYS_FILE",
     "RUN_DIR", "APP_PIDFILE", "TOUCH_RELOAD", "TOUCH_CHAIN_RELOAD",
     "NGINX_RUN_DIR", "NGINX_ACCESS_LOG", "NGINX_ERROR_LOG", "STATIC_ROOT",
 }
@@ -195,24 +186,45 @@ def shell_exports(environ: Mapping[str, str] | None = None, only_missing: bool =
     return "\n".join(lines) + "\n"
 
 
+def parse_setting(s: Setting, env: Mapping[str, str]):
+    """The typed value of setting ``s`` in ``env`` (its default when unset); ValueError if invalid."""
+    raw = str(env.get(s.name, s.default)).strip()
+    if s.kind == "bool":
+        low = raw.lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(f"environment variable {s.name}={raw!r} is not a boolean")
+    if s.kind in ("int", "float"):
+        try:
+            value = int(raw) if s.kind == "int" else float(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"environment variable {s.name}={raw!r} is not {'an integer' if s.kind == 'int' else 'a number'}") from None
+        if s.kind == "float" and value != value:
+            raise ValueError(f"environment variable {s.name}={raw!r} is not a number")
+        if s.minimum is not None and value < s.minimum:
+            raise ValueError(f"environment variable {s.name}={value} must be >= {s.minimum:g}")
+        return value
+    if s.choices and raw.lower() not in s.choices:
+        raise ValueError(f"{s.name}={raw!r}: expected {', '.join(s.choices)}")
+    return raw.lower() if s.choices else raw
+
+
 def _int(env: Mapping[str, str], name: str, minimum: int | None = None) -> int:
-    raw = env.get(name, SETTINGS_BY_NAME[name].default)
-    try:
-        value = int(raw)
-    except (TypeError, ValueError):
-        raise ValueError(f"environment variable {name}={raw!r} is not an integer") from None
-    if minimum is not None and value < minimum:
-        raise ValueError(f"environment variable {name}={value} must be >= {minimum}")
-    return value
+    return parse_setting(Setting(name, SETTINGS_BY_NAME[name].default, "", kind="int", minimum=minimum), env)
 
 
 def _bool(env: Mapping[str, str], name: str) -> bool:
-    raw = str(env.get(name, SETTINGS_BY_NAME[name].default)).strip().lower()
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError(f"environment variable {name}={raw!r} is not a boolean")
+    return parse_setting(Setting(name, SETTINGS_BY_NAME[name].default, "", kind="bool"), env)
+
+
+_MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+
+
+def model_env_prefix(name: str) -> str:
+    """nose_tracker -> NOSE_TRACKER (the prefix of a model's own variables, e.g. NOSE_TRACKER_VERSION)."""
+    return re.sub(r"[^A-Z0-9]", "_", name.upper())
 
 
 def parse_api_keys(keys: str, keys_file: str = "") -> tuple:
@@ -237,91 +249,73 @@ def parse_api_keys(keys: str, keys_file: str = "") -> tuple:
 
 @dataclass(frozen=True)
 class Config:
-    """The application's settings (the uWSGI/nginx ones are only in SETTINGS)."""
+    """The core settings (a servable's own are read by the servable: ``Servable.read_settings``).
+    ``environ`` is the environment they were read from, so that the registry reads the
+    servables' settings and version pins from the same source."""
 
-    app_root: str
     revision: str
     revision_file: str
-    nose_model_dir: str
-    translator_model_dir: str
+    model_repository: str
     enabled_models: tuple
     model_loading: str
     model_warmup: bool
     tf_intra_op_threads: int
     tf_inter_op_threads: int
     cv2_threads: int
+    numpy_threads: int
     max_body_bytes: int
     max_image_pixels: int
-    max_batch_texts: int
-    max_total_chars: int
-    translate_wait_timeout: float
-    max_beam: int
-    default_beam: int
     log_level: str
     prometheus_multiproc_dir: str
     api_keys: tuple = ()
     protect_pages: bool = False
-    translate_batch_max: int = 32
-    translate_batch_wait_ms: int = 2
-    translate_cache_size: int = 4096
-    image_reduced_decode: bool = True
-    extra: dict = field(default_factory=dict)
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Config":
         env = dict(os.environ if environ is None else environ)
         eff = effective_env(env)
-        loading = eff["MODEL_LOADING"].strip().lower()
-        if loading not in ("sync", "background", "off"):
-            raise ValueError(f"MODEL_LOADING={loading!r}: expected sync, background or off")
-        enabled = tuple(m.strip() for m in eff["ENABLED_MODELS"].split(",") if m.strip())
-        unknown = set(enabled) - {"nose_tracker", "translator"}
-        if unknown:
-            raise ValueError(f"ENABLED_MODELS: unknown model(s) {sorted(unknown)}")
+        loading = parse_setting(Setting("MODEL_LOADING", "sync", "", choices=("sync", "background", "off")), eff)
+        enabled = tuple(dict.fromkeys(m.strip() for m in eff["ENABLED_MODELS"].split(",") if m.strip()))
+        bad = [m for m in enabled if not _MODEL_NAME.match(m)]
+        if bad:
+            raise ValueError(f"ENABLED_MODELS: invalid model name(s) {bad} (lower-case letters, digits, _ . -)")
         revision = eff["APP_REVISION"]
         rev_file = eff["APP_REVISION_FILE"]
         if rev_file and os.path.isfile(rev_file):
             with open(rev_file, encoding="utf-8") as fh:
                 revision = (fh.readline().strip() or revision)[:200]
         cfg = cls(
-            app_root=eff["APP_ROOT"],
             revision=revision,
             revision_file=rev_file,
-            nose_model_dir=eff["NOSE_MODEL_DIR"],
-            translator_model_dir=eff["TRANSLATOR_MODEL_DIR"],
+            model_repository=eff["MODEL_REPOSITORY"],
             enabled_models=enabled,
             model_loading=loading,
             model_warmup=_bool(eff, "MODEL_WARMUP"),
             tf_intra_op_threads=_int(eff, "TF_INTRA_OP_THREADS", 0),
             tf_inter_op_threads=_int(eff, "TF_INTER_OP_THREADS", 0),
             cv2_threads=_int(eff, "CV2_THREADS", 0),
+            numpy_threads=_int(eff, "NUMPY_THREADS", 0),
             max_body_bytes=_int(eff, "MAX_BODY_BYTES", 1024),
             max_image_pixels=_int(eff, "MAX_IMAGE_PIXELS", 1),
-            max_batch_texts=_int(eff, "MAX_BATCH_TEXTS", 1),
-            max_total_chars=_int(eff, "MAX_TOTAL_CHARS", 1),
-            translate_wait_timeout=float(_int(eff, "TRANSLATE_WAIT_TIMEOUT", 1)),
-            max_beam=_int(eff, "MAX_BEAM", 1),
-            default_beam=_int(eff, "DEFAULT_BEAM", 1),
             log_level=eff["LOG_LEVEL"].upper(),
             prometheus_multiproc_dir=eff["PROMETHEUS_MULTIPROC_DIR"],
             api_keys=parse_api_keys(eff["API_KEYS"], eff["API_KEYS_FILE"]),
             protect_pages=_bool(eff, "PROTECT_PAGES"),
-            translate_batch_max=_int(eff, "TRANSLATE_BATCH_MAX", 0),
-            translate_batch_wait_ms=_int(eff, "TRANSLATE_BATCH_WAIT_MS", 0),
-            translate_cache_size=_int(eff, "TRANSLATE_CACHE_SIZE", 0),
-            image_reduced_decode=_bool(eff, "IMAGE_REDUCED_DECODE"),
+            environ={**env, **eff},
         )
         if overrides:
             cfg = cls(**{**cfg.__dict__, **overrides})
-        if cfg.default_beam > cfg.max_beam:
-            raise ValueError("DEFAULT_BEAM must not exceed MAX_BEAM")
         return cfg
 
 
 def settings_markdown() -> str:
-    """The configuration table of README.md (kept in sync by a test)."""
+    """The configuration table of README.md (kept in sync by a test): the core settings, then
+    those of the built-in servables."""
+    from .servables import BUILTIN
     rows = ["| Variable | Default | Used by | Meaning |", "|---|---|---|---|"]
-    for s in SETTINGS:
+    builtin = [s for cls in BUILTIN.values() for s in cls.settings]
+    for s in (*SETTINGS, *builtin):
         default = s.default if s.name != "APP_ROOT" else "(repository root)"
         default = f"`{default}`" if default else "(empty)"
         rows.append(f"| `{s.name}` | {default} | {s.group} | {s.help} |")

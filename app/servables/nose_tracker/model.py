@@ -1,19 +1,12 @@
 """Nose-tip tracker: a frozen TensorFlow graph run with OpenCV's DNN module.
 
-Model contract (set by the training side, models/nose_tracker/):
-
-* input: ``np.transpose(cv2.resize(img, (112, 112)) / 255, [2, 0, 1])[None]``
-  as float32, where ``img`` is the BGR image as decoded by OpenCV;
-* output: row 0 begins with the nose tip ``x, y`` normalised to [0, 1]
-  relative to the image width and height.
-
-One ``cv2.dnn.Net`` is shared by all threads of a worker; ``setInput`` and
-``forward`` are not thread-safe together, so both run under one lock.
+The model contract (input blob, output row) is in ``contract.py``, shared with training.
+One ``cv2.dnn.Net`` is shared by all threads of a worker; ``setInput`` and ``forward`` are
+not thread-safe together, so both run under one lock (the registry serialises ``infer``
+too; this lock keeps direct users such as the benchmark and the evaluation safe).
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import threading
@@ -23,38 +16,13 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ...serving.artifacts import read_metadata, sha256_file
+from .contract import INPUT_SIZE, postprocess, preprocess
+
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "nose_tracker.pb"
 METADATA_FILE = "metadata.json"
-INPUT_SIZE = 112
-
-
-def preprocess(img: np.ndarray) -> np.ndarray:
-    """The model's input blob for a BGR uint8 image (exactly the training contract)."""
-    return np.transpose(cv2.resize(img, (INPUT_SIZE, INPUT_SIZE)) / 255, [2, 0, 1])[None].astype(np.float32)
-
-
-def postprocess(row, width: int, height: int) -> dict:
-    """Normalised x, y (clipped to [0, 1]) and pixel coordinates in a width x height image."""
-    x = float(min(max(float(row[0]), 0.0), 1.0))
-    y = float(min(max(float(row[1]), 0.0), 1.0))
-    return {
-        "x": round(x, 6),
-        "y": round(y, 6),
-        "x_px": round(x * width, 2),
-        "y_px": round(y * height, 2),
-        "width": int(width),
-        "height": int(height),
-    }
-
-
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass
@@ -86,16 +54,7 @@ class NoseTracker:
         if not os.path.isfile(pb):
             raise FileNotFoundError(f"nose model not found: {pb}")
         net = cv2.dnn.readNetFromTensorflow(pb)
-        meta: dict = {}
-        meta_path = os.path.join(model_dir, METADATA_FILE)
-        if os.path.isfile(meta_path):
-            try:
-                with open(meta_path, encoding="utf-8") as fh:
-                    loaded = json.load(fh)
-                if isinstance(loaded, dict):
-                    meta.update(loaded)
-            except (OSError, ValueError) as exc:  # a broken metadata file must not stop serving
-                log.warning("ignoring unreadable %s: %s", meta_path, exc)
+        meta = read_metadata(os.path.join(model_dir, METADATA_FILE))
         sha = sha256_file(pb)
         meta.setdefault("name", "nose_tracker")
         meta.setdefault("version", f"sha256:{sha[:12]}")
@@ -115,6 +74,7 @@ class NoseTracker:
         return self.metadata["version"]
 
     def forward(self, blob: np.ndarray) -> np.ndarray:
+        """Output rows (N x 10) of an N x 3 x 112 x 112 float32 blob."""
         with self._lock:
             self._net.setInput(blob)
             out = self._net.forward()
@@ -132,13 +92,18 @@ class NoseTracker:
             w, h = size
         blob = preprocess(img)
         t0 = time.perf_counter()
-        out = self.forward(blob)
+        row = self.rows(blob)[0]
         ms = (time.perf_counter() - t0) * 1000
-        row = np.asarray(out).reshape(out.shape[0], -1)[0]
-        if row.shape[0] < 2 or not np.all(np.isfinite(row[:2])):
-            raise RuntimeError(f"unexpected nose model output shape {out.shape}")
         p = postprocess(row, w, h)
         return NosePrediction(inference_ms=round(ms, 3), **p)
+
+    def rows(self, blob: np.ndarray) -> np.ndarray:
+        """forward() checked: one finite row of >= 2 values per input."""
+        out = self.forward(blob)
+        rows = np.asarray(out).reshape(out.shape[0], -1)
+        if rows.shape[0] != blob.shape[0] or rows.shape[1] < 2 or not np.all(np.isfinite(rows[:, :2])):
+            raise RuntimeError(f"unexpected nose model output shape {out.shape}")
+        return rows
 
     def warmup(self, runs: int = 2) -> None:
         rng = np.random.default_rng(0)

@@ -1,6 +1,6 @@
 """English->Spanish translator: loading, pre/post-processing, batched decoding, lock, metadata.
 
-The artifact directory (models/translator/) holds ``config.json`` (architecture),
+The version directory (models/translator/<version>/) holds ``config.json`` (architecture),
 ``weights.npz`` (float16), ``spm.model`` (SentencePiece) and ``metadata.json``.
 
 ``Translator.translate(texts, beam)`` splits each text into sentences, translates all sentences of
@@ -23,10 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from app.nose import sha256_file  # noqa: F401 (re-exported for training/translator/card.py)
+from ...serving.artifacts import sha256_file
+from .servable import MAX_CHARS
 
-MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "translator"
-MAX_CHARS = 5000          # per text; longer texts are refused (422 over HTTP)
 MAX_SENTENCE_TOKENS = 60  # longer sentences are cut at commas / word boundaries before decoding
 MAX_BATCH = 64            # sentences per decoder call
 BEAM_ALPHA = 0.6          # GNMT length-normalisation exponent for beam search
@@ -62,7 +61,7 @@ class Translator:
     """One loaded translator. Thread-safe: decoding runs under the instance's own lock."""
 
     def __init__(self, model, sp, metadata: dict, cache_size: int = 4096):
-        from app.transformer import Decoder
+        from .transformer import Decoder
         self.model = model
         self.sp = sp
         self.decoder = Decoder(model)
@@ -75,9 +74,9 @@ class Translator:
         self.cache_hits = self.cache_misses = 0
 
     @classmethod
-    def load(cls, model_dir: str | os.PathLike = MODEL_DIR, cache_size: int = 4096) -> "Translator":
+    def load(cls, model_dir: str | os.PathLike, cache_size: int = 4096) -> "Translator":
         import sentencepiece as spm
-        from app.transformer import Transformer
+        from .transformer import Transformer
 
         t0 = time.perf_counter()
         model_dir = Path(model_dir)
@@ -129,7 +128,7 @@ class Translator:
     # -- decoding -------------------------------------------------------------------------
     def _decode_batch(self, batch: list[list[int]], beam: int) -> list[list[int]]:
         import tensorflow as tf
-        from app.transformer import EOS
+        from .transformer import EOS
 
         longest = max(len(ids) for ids in batch) + 1
         src = np.zeros((len(batch), longest), np.int32)
@@ -233,7 +232,8 @@ def cli_main(argv: list[str] | None = None) -> int:
     """`python -m app translate`: one English line in, one Spanish line out, in order."""
     ap = argparse.ArgumentParser(prog="python -m app translate", description=cli_main.__doc__)
     ap.add_argument("--beam", type=int, default=1, help="beam width (1 = greedy)")
-    ap.add_argument("--model-dir", default=os.environ.get("TRANSLATOR_MODEL_DIR", str(MODEL_DIR)))
+    ap.add_argument("--model-dir", default=None,
+                    help="a version directory (default: the served version of 'translator' in MODEL_REPOSITORY)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                     help="TensorFlow intra-op threads")
     ap.add_argument("--chunk", type=int, default=512, help="lines decoded per batch call")
@@ -246,7 +246,8 @@ def cli_main(argv: list[str] | None = None) -> int:
     import tensorflow as tf
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    translator = Translator.load(args.model_dir)
+    from ...serving.repository import version_dir
+    translator = Translator.load(args.model_dir or version_dir("translator"))
     stdin = open(sys.stdin.fileno(), encoding="utf-8", errors="replace", newline=None, closefd=False)
     status = 0
     lines: list[str] = []

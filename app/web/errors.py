@@ -1,19 +1,19 @@
 """Uniform errors: ``{"error": {"code": ..., "message": ...}}`` for the API.
 
-HTML pages (/, /index, /result, /dashboard and unknown non-API paths asked
-for by a browser) get a small HTML error page instead.
+HTML pages (routes marked ``@endpoint(..., html=True)``, and unknown paths asked for by a
+browser) get a small HTML error page instead. Paths under a prefix with an error shape of
+its own (the Open Inference Protocol's ``{"error": "..."}`` under ``/v2``) get that shape.
 """
 from __future__ import annotations
 
 import logging
 
-from flask import Flask, g, jsonify, render_template, request
+from flask import Flask, current_app, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
-log = logging.getLogger(__name__)
+from ..serving.errors import ApiError
 
-#: Paths whose errors are always JSON.
-API_PREFIXES = ("/api/", "/image-64", "/image-bin", "/healthz", "/readyz", "/version", "/metrics", "/openapi.json")
+log = logging.getLogger(__name__)
 
 _CODES = {
     400: "bad_request",
@@ -28,19 +28,18 @@ _CODES = {
     503: "not_ready",
 }
 
+#: path prefix -> function(status, code, message, **extra) -> JSON body
+_SHAPES: dict = {}
 
-class ApiError(Exception):
-    """An error answered as JSON with the given HTTP status."""
 
-    def __init__(self, status: int, code: str, message: str, **extra):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.extra = extra
+def register_error_shape(prefix: str, body_fn) -> None:
+    _SHAPES[prefix] = body_fn
 
 
 def error_body(status: int, code: str, message: str, **extra) -> dict:
+    for prefix, fn in _SHAPES.items():
+        if request.path == prefix or request.path.startswith(prefix + "/"):
+            return fn(status, code, message, **extra)
     err = {"code": code, "message": message}
     rid = getattr(g, "request_id", None)
     if rid:
@@ -49,9 +48,31 @@ def error_body(status: int, code: str, message: str, **extra) -> dict:
     return {"error": err}
 
 
+def json_prefixes(app: Flask) -> tuple:
+    """The static start of every JSON route ('/api/translate', '/v2/models/', ...): an
+    unknown path under one of them answers JSON too. Derived from the routes, once."""
+    cached = app.extensions.get("json_prefixes")
+    if cached is None:
+        out = set(_SHAPES)
+        for rule in app.url_map.iter_rules():
+            fn = app.view_functions.get(rule.endpoint)
+            if rule.endpoint == "static" or getattr(fn, "html_page", False) or rule.rule == "/":
+                continue
+            static = rule.rule.split("<", 1)[0]
+            out.add(static if "<" in rule.rule else static.rstrip("/"))
+            if rule.rule.count("/") > 1:  # '/api/stats' -> '/api/' too
+                out.add("/" + rule.rule.split("/")[1] + "/")
+        cached = app.extensions["json_prefixes"] = tuple(sorted(out))
+    return cached
+
+
 def wants_json() -> bool:
+    fn = current_app.view_functions.get(request.endpoint) if request.endpoint else None
+    if fn is not None and request.endpoint != "static":
+        return not getattr(fn, "html_page", False)
     path = request.path
-    if any(path == p.rstrip("/") or path.startswith(p) for p in API_PREFIXES):
+    if any(path == p.rstrip("/") or path.startswith(p if p.endswith("/") else p + "/")
+           for p in json_prefixes(current_app)):
         return True
     best = request.accept_mimetypes.best_match(["text/html", "application/json"])
     return best == "application/json"
@@ -70,6 +91,10 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
         headers = [("Retry-After", "5")] if exc.status == 503 else None
+        if not wants_json():
+            html = render_template("error.html", status=exc.status, title=exc.code.replace("_", " "),
+                                   message=exc.message)
+            return html, exc.status, headers or []
         return json_error(exc.status, exc.code, exc.message, headers=headers, **exc.extra)
 
     @app.errorhandler(HTTPException)

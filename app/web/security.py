@@ -32,8 +32,9 @@ SECURITY_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
 }
 
-#: Endpoints anyone may call even when API keys are configured.
-PUBLIC_ENDPOINTS = frozenset({"api.healthz", "api.readyz", "docs.openapi", "docs.ui", "static"})
+#: Endpoints anyone may call even when API keys are configured (besides views marked
+#: ``@endpoint(..., public=True)``).
+PUBLIC_ENDPOINTS = frozenset({"static"})
 
 AUTH_CHALLENGE = 'Bearer realm="modelserver"'
 
@@ -57,12 +58,12 @@ def key_matches(presented: str, keys: tuple) -> bool:
     return ok
 
 
-def needs_key(endpoint: str | None, blueprint: str | None, protect_pages: bool) -> bool:
+def needs_key(endpoint: str | None, view, protect_pages: bool) -> bool:
     if endpoint is None:  # unknown path / wrong method: the 404/405 answer tells nothing
         return False
-    if endpoint in PUBLIC_ENDPOINTS:
+    if endpoint in PUBLIC_ENDPOINTS or getattr(view, "public", False):
         return False
-    if blueprint == "pages" and not protect_pages:
+    if getattr(view, "html_page", False) and not protect_pages:
         return False
     return True
 
@@ -71,7 +72,8 @@ def init_app(app: Flask) -> None:
     @app.before_request
     def _require_api_key():
         cfg = current_app.extensions["config"]
-        if not cfg.api_keys or not needs_key(request.endpoint, request.blueprint, cfg.protect_pages):
+        view = current_app.view_functions.get(request.endpoint) if request.endpoint else None
+        if not cfg.api_keys or not needs_key(request.endpoint, view, cfg.protect_pages):
             return None
         given = presented_key()
         if given is not None and key_matches(given, cfg.api_keys):

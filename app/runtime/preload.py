@@ -20,7 +20,7 @@ PRELOADED: dict = {}
 
 
 def preload() -> dict:
-    from .config import apply_library_defaults
+    from ..config import apply_library_defaults
     apply_library_defaults()  # before TensorFlow's first import
     t0 = time.perf_counter()
     import numpy  # noqa: F401

@@ -9,31 +9,12 @@ import sys
 import time
 import uuid
 
-from flask import Flask, g, request
+from flask import Flask, current_app, g, request
 
-from . import metrics
+from ..serving import metrics
 
 _RID_OK = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 access_log = logging.getLogger("app.access")
-
-#: Flask endpoint name -> metrics/dashboard label.
-ENDPOINT_LABELS = {
-    "api.image_64": "image_64",
-    "api.image_bin": "image_bin",
-    "api.translate": "translate_api",
-    "pages.result": "translate_form",
-    "pages.index": "index",
-    "pages.dashboard": "dashboard",
-    "api.healthz": "healthz",
-    "api.readyz": "readyz",
-    "api.version": "version",
-    "api.metrics_endpoint": "metrics",
-    "api.stats": "stats",
-    "static": "static",
-    "docs.openapi": "openapi",
-    "docs.ui": "docs",
-}
-
 
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -62,10 +43,12 @@ def setup_logging(level: str = "INFO") -> None:
 
 
 def endpoint_label() -> str:
+    """The route's ``@endpoint`` label (metrics and dashboard), else its Flask endpoint name."""
     ep = request.endpoint
     if ep is None:
         return "unmatched"
-    return ENDPOINT_LABELS.get(ep, ep)
+    fn = current_app.view_functions.get(ep)
+    return getattr(fn, "metrics_label", None) or ep
 
 
 def init_app(app: Flask) -> None:

@@ -1,19 +1,19 @@
-"""Dynamic batching of translation requests inside one worker.
+"""Dynamic batching of one servable's requests inside one worker (any servable whose
+``max_batch_size`` > 0; the translator's is ``TRANSLATE_BATCH_MAX``).
 
-Concurrent ``/api/translate`` (and ``/result``) requests are put on a queue;
-one batcher thread per worker takes the oldest request, waits at most
-``TRANSLATE_BATCH_WAIT_MS`` for more requests with the same beam (up to
-``TRANSLATE_BATCH_MAX`` texts in all), decodes all their texts in ONE
-``Translator.translate(texts, beam)`` call and hands each request its own slice
-of the result. While a batch is decoding, new requests queue up and form the
-next batch without any added wait, so under load batches fill by themselves.
+Concurrent requests are put on a queue, each as its items (batch rows) and a batch key;
+one batcher thread per model and worker takes the oldest request, waits at most
+``max_wait_ms`` for more requests with the same key (up to ``max_batch`` items in all),
+runs all their items in ONE ``fn(items, key)`` call and hands each request its own slice
+of the result. While a batch runs, new requests queue up and form the next batch without
+any added wait, so under load batches fill by themselves.
 
-* greedy and beam requests never share a batch (a batch has one beam);
-* a request larger than the maximum batch is decoded alone (never split);
+* requests with different keys (e.g. greedy and beam 4) never share a batch;
+* a request larger than the maximum batch runs alone (never split);
 * if a batched call fails, each of its requests is retried alone, so one bad
-  request gets its own error and the others their translations;
-* a request still queued after ``TRANSLATE_WAIT_TIMEOUT`` seconds is taken
-  off the queue and answered ``503 busy`` (the same contract as without batching).
+  request gets its own error and the others their results;
+* a request still queued after its timeout is taken off the queue and answered
+  ``503 busy`` (the same contract as the lock used without batching).
 """
 from __future__ import annotations
 
@@ -31,30 +31,31 @@ class QueueTimeout(RuntimeError):
 
 
 class _Item:
-    __slots__ = ("texts", "beam", "enqueued", "started", "done", "result", "error")
+    __slots__ = ("items", "key", "enqueued", "started", "done", "result", "error", "ms")
 
-    def __init__(self, texts: list[str], beam: int):
-        self.texts = texts
-        self.beam = beam
+    def __init__(self, items: list, key):
+        self.items = items
+        self.key = key
         self.enqueued = time.perf_counter()
         self.started = False
         self.done = threading.Event()
-        self.result: list[str] | None = None
+        self.result: list | None = None
         self.error: BaseException | None = None
+        self.ms = 0.0  # duration of the fn call that produced the result
 
 
 class Batcher:
-    """Collects concurrent requests and runs them as batched calls of ``fn(texts, beam)``.
+    """Collects concurrent requests and runs them as batched calls of ``fn(items, key)``.
 
-    fn: the batched function (``Translator.translate``); it must return one output per text.
-    max_batch: most texts per call (a single bigger request still runs, alone).
+    fn: the batched function (the registry's timed ``Servable.infer``); one output per item.
+    max_batch: most items per call (a single bigger request still runs, alone).
     max_wait_ms: how long the oldest queued request may wait for company (0: no waiting;
     batches then form only from requests that queued while the previous call ran).
-    on_batch(n_requests, n_texts, beam): called after each call (metrics).
+    on_batch(n_requests, n_items, key): called after each call (metrics).
     """
 
-    def __init__(self, fn: Callable[[list[str], int], list[str]], max_batch: int, max_wait_ms: float,
-                 on_batch: Callable[[int, int, int], None] | None = None, name: str = "batcher"):
+    def __init__(self, fn: Callable[[list, object], list], max_batch: int, max_wait_ms: float,
+                 on_batch: Callable[[int, int, object], None] | None = None, name: str = "batcher"):
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
         self.fn = fn
@@ -69,10 +70,14 @@ class Batcher:
         self._thread.start()
 
     # --- client side ---------------------------------------------------------------
-    def submit(self, texts: list[str], beam: int, timeout: float) -> list[str]:
-        """Translations of ``texts``; raises QueueTimeout if not started within ``timeout`` s,
-        or the exception the translator raised for this request."""
-        item = _Item(list(texts), int(beam))
+    def submit(self, items: list, key, timeout: float) -> list:
+        """Results of ``items``; raises QueueTimeout if not started within ``timeout`` s,
+        or the exception ``fn`` raised for this request."""
+        return self.submit_timed(items, key, timeout)[0]
+
+    def submit_timed(self, items: list, key, timeout: float) -> tuple[list, float]:
+        """(results, ms of the fn call that produced them): see :meth:`submit`."""
+        item = _Item(list(items), key)
         with self._cond:
             if self._closed:
                 raise RuntimeError("batcher is closed")
@@ -90,7 +95,7 @@ class Batcher:
             item.done.wait()  # started: it finishes (HARAKIRI bounds a stuck call)
         if item.error is not None:
             raise item.error
-        return item.result  # type: ignore[return-value]
+        return item.result, item.ms  # type: ignore[return-value]
 
     def close(self) -> None:
         with self._cond:
@@ -103,7 +108,7 @@ class Batcher:
 
     # --- batcher thread --------------------------------------------------------------
     def _take(self) -> list[_Item] | None:
-        """Wait for work, then remove and return one batch (same beam, <= max_batch texts)."""
+        """Wait for work, then remove and return one batch (same key, <= max_batch items)."""
         with self._cond:
             while not self._queue:
                 if self._closed:
@@ -112,7 +117,7 @@ class Batcher:
             first = self._queue[0]
             deadline = first.enqueued + self.max_wait
             while True:
-                n = sum(len(it.texts) for it in self._queue if it.beam == first.beam)
+                n = sum(len(it.items) for it in self._queue if it.key == first.key)
                 now = time.perf_counter()
                 if n >= self.max_batch or now >= deadline or self._closed:
                     break
@@ -121,12 +126,12 @@ class Batcher:
                     return []
             batch, total = [], 0
             for it in list(self._queue):
-                if it.beam != first.beam:
+                if it.key != first.key:
                     continue
-                if batch and total + len(it.texts) > self.max_batch:
+                if batch and total + len(it.items) > self.max_batch:
                     break
                 batch.append(it)
-                total += len(it.texts)
+                total += len(it.items)
             for it in batch:
                 self._queue.remove(it)
                 it.started = True
@@ -142,41 +147,46 @@ class Batcher:
                 if batch:
                     self._execute(batch)
             except BaseException as exc:  # noqa: BLE001 - the batcher thread must never die
-                log.exception("translation batcher error")
+                log.exception("batcher error")
                 for it in batch or ():
                     if not it.done.is_set():
                         it.error = it.error or exc
                         it.done.set()
 
     def _execute(self, batch: list[_Item]) -> None:
-        beam = batch[0].beam
-        texts = [t for it in batch for t in it.texts]
+        key = batch[0].key
+        items = [t for it in batch for t in it.items]
+        t0 = time.perf_counter()
         try:
-            out = self.fn(texts, beam)
-            if len(out) != len(texts):
-                raise RuntimeError(f"batched call returned {len(out)} outputs for {len(texts)} texts")
+            out = self.fn(items, key)
+            if len(out) != len(items):
+                raise RuntimeError(f"batched call returned {len(out)} outputs for {len(items)} items")
         except BaseException as exc:  # noqa: BLE001 - isolate the failing request(s)
             if len(batch) == 1:
                 batch[0].error = exc
             else:
-                log.warning("batched translation of %d requests failed (%s); retrying one by one",
+                log.warning("batched call of %d requests failed (%s); retrying one by one",
                             len(batch), exc)
                 for it in batch:
+                    t1 = time.perf_counter()
                     try:
-                        it.result = list(self.fn(it.texts, beam))
+                        it.result = list(self.fn(it.items, key))
                     except BaseException as exc1:  # noqa: BLE001
                         it.error = exc1
+                    it.ms = (time.perf_counter() - t1) * 1000
             out = None
         if out is not None:
+            ms = (time.perf_counter() - t0) * 1000
             i = 0
             for it in batch:
-                it.result = list(out[i:i + len(it.texts)])
-                i += len(it.texts)
+                it.result = list(out[i:i + len(it.items)])
+                it.ms = ms
+                i += len(it.items)
         self.batches += 1
         self.requests += len(batch)
         if self.on_batch is not None:
             try:
-                self.on_batch(len(batch), len(texts), beam)
+                self.on_batch(len(batch), len(items), key)
             except Exception:  # metrics must never break a batch
                 log.exception("on_batch callback failed")
         for it in batch:

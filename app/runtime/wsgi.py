@@ -1,4 +1,4 @@
-"""WSGI entry point for uWSGI (``module = app.wsgi:application`` in app.ini).
+"""WSGI entry point for uWSGI (``module = app.runtime.wsgi:application`` in app.ini).
 
 With ``lazy-apps = true`` this module is imported in each worker after the
 fork: models are loaded per worker and TensorFlow never runs in the master.
@@ -10,8 +10,10 @@ import faulthandler
 import os
 import signal
 
-from . import create_app, metrics, watchdog
-from .config import effective_env
+from .. import create_app
+from ..config import effective_env
+from ..serving import metrics
+from . import watchdog
 
 try:
     import uwsgi  # type: ignore

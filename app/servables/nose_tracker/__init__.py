@@ -1,0 +1,2 @@
+"""The nose tracker servable (OpenCV DNN)."""
+from .servable import NoseTrackerServable  # noqa: F401

@@ -1,0 +1,2 @@
+"""The English->Spanish translator servable (TensorFlow Transformer)."""
+from .servable import TranslatorServable  # noqa: F401

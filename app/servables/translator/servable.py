@@ -1,0 +1,147 @@
+"""The English->Spanish translator as a servable (our Transformer, TensorFlow).
+
+Input ``text`` BYTES [N] (UTF-8 strings; each may hold several sentences), optional
+parameter ``beam`` (1 = greedy, up to ``MAX_BEAM``); output ``translation`` BYTES [N].
+Items are (text, beam); the batch key is the beam, so the dynamic batcher decodes the texts
+of concurrent requests with the same beam together (``TRANSLATE_BATCH_MAX``), and repeats
+are answered from the LRU cache without queueing.
+"""
+from __future__ import annotations
+
+from ...config import Setting
+from ...serving.errors import InvalidInput, OverLimit
+from ...serving.servable import Servable, TensorSpec, group_of
+
+G = "translator"
+
+#: Longest text (characters) the translator takes; longer ones are refused, never truncated.
+MAX_CHARS = 5000
+
+
+class TranslatorServable(Servable):
+    frameworks = ("tensorflow",)
+    platform = "tensorflow_keras"
+    description = "English to Spanish translation (our Transformer)."
+    settings = (
+        Setting("MAX_BATCH_TEXTS", "32", "Most texts in one translation request.", G, "int", 1),
+        Setting("MAX_TOTAL_CHARS", "20000",
+                "Most characters in one translation request (all texts together), so that the largest "
+                "request finishes well within HARAKIRI.", G, "int", 1),
+        Setting("TRANSLATE_WAIT_TIMEOUT", "60",
+                "Seconds a request may wait for this worker's translator before a 503 (busy, Retry-After).",
+                G, "int", 1),
+        Setting("MAX_BEAM", "4", "Largest beam accepted by the translation APIs.", G, "int", 1),
+        Setting("DEFAULT_BEAM", "1", "Beam used when a request gives none (and by the HTML form).", G, "int", 1),
+        Setting("TRANSLATE_BATCH_MAX", "32",
+                "Dynamic batching: most texts decoded together in one call, collected from concurrent "
+                "translation requests of a worker (0 turns batching off: one request at a time).", G, "int", 0),
+        Setting("TRANSLATE_BATCH_WAIT_MS", "2",
+                "Dynamic batching: longest time (ms) the oldest queued request waits for others to join "
+                "its batch (0: no waiting; batches then form only while the previous one decodes).", G, "int", 0),
+        Setting("TRANSLATE_CACHE_SIZE", "4096",
+                "Sentences kept per worker in the translator's LRU cache (repeats skip decoding; 0 disables).",
+                G, "int", 0),
+    )
+    inputs = (TensorSpec("text", "BYTES", (-1,), "English texts (UTF-8), one or more sentences each. "
+                         "Parameter 'beam': beam width (1 = greedy)."),)
+    primary_artifact = "weights.npz"
+    outputs = (TensorSpec("translation", "BYTES", (-1,), "Spanish translations, one per text."),)
+
+    def __init__(self, context):
+        super().__init__(context)
+        c = self.config
+        self.max_chars = MAX_CHARS
+        self.max_batch_size = c["TRANSLATE_BATCH_MAX"]
+        self.batch_wait_ms = c["TRANSLATE_BATCH_WAIT_MS"]
+        self.wait_timeout = float(c["TRANSLATE_WAIT_TIMEOUT"])
+
+    @classmethod
+    def read_settings(cls, environ) -> dict:
+        values = super().read_settings(environ)
+        if values["DEFAULT_BEAM"] > values["MAX_BEAM"]:
+            raise ValueError("DEFAULT_BEAM must not exceed MAX_BEAM")
+        return values
+
+    def load(self) -> None:
+        from .model import Translator
+        self.model = Translator.load(self.model_dir, cache_size=self.config["TRANSLATE_CACHE_SIZE"])
+
+    def warmup(self) -> None:
+        """Trace the decoders (greedy and beam 4) so the first request is not slow."""
+        self.infer([("Hello.", 1), ("How are you today, my friend? I am fine.", 1)])
+        self.infer([("Hello.", 4)])
+
+    def extra_metadata(self) -> dict:
+        m = self.model.metadata
+        return {k: m[k] for k in ("architecture", "parameters", "weights_dtype") if k in m}
+
+    # --- validation: the one place for every translation entry point ---------------------
+    def beam(self, value) -> int:
+        if value is None:
+            return self.config["DEFAULT_BEAM"]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidInput("field 'beam' must be an integer", code="invalid_field")
+        if not 1 <= value <= self.config["MAX_BEAM"]:
+            raise InvalidInput(f"field 'beam' must be between 1 and {self.config['MAX_BEAM']}", code="invalid_field")
+        return value
+
+    def prepare(self, texts: list, beam, where=lambda i: f"texts[{i}]") -> list:
+        """Checked items (text, beam) of one request's texts; ``where(i)`` names text i in messages."""
+        c = self.config
+        if len(texts) > c["MAX_BATCH_TEXTS"]:
+            raise OverLimit(f"{len(texts)} texts in one request; the limit is {c['MAX_BATCH_TEXTS']}",
+                            code="too_many_texts")
+        for i, t in enumerate(texts):
+            try:
+                t.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidInput(f"{where(i)} is not valid Unicode (lone surrogate)", code="invalid_field") from None
+        beam = self.beam(beam)
+        for i, t in enumerate(texts):
+            if len(t) > self.max_chars:
+                raise OverLimit(f"{where(i)} has {len(t)} characters; the limit is {self.max_chars}",
+                                code="text_too_long")
+        total = sum(len(t) for t in texts)
+        if total > c["MAX_TOTAL_CHARS"]:
+            raise OverLimit(f"{total} characters in one request; the limit is {c['MAX_TOTAL_CHARS']} "
+                            "(split the batch)", code="too_much_text")
+        return [(t, beam) for t in texts]
+
+    def preprocess(self, inputs, parameters) -> list:
+        group_of(self.inputs, list(inputs))
+        texts = []
+        for i, b in enumerate(inputs["text"]):
+            try:
+                texts.append(b.decode("utf-8") if isinstance(b, bytes) else str(b))
+            except UnicodeDecodeError:
+                raise InvalidInput(f"text[{i}] is not valid UTF-8") from None
+        if not texts:
+            raise InvalidInput("input 'text' is empty")
+        return self.prepare(texts, parameters.get("beam"), where=lambda i: f"text[{i}]")
+
+    # --- inference ---------------------------------------------------------------------
+    def batch_key(self, item):
+        return item[1]
+
+    def cached(self, items: list):
+        return self.model.cached([t for t, _ in items], items[0][1]) if len({b for _, b in items}) == 1 else None
+
+    def infer(self, items: list) -> list:
+        from .model import InputTooLong
+        try:
+            return self.model.translate([t for t, _ in items], beam=items[0][1])
+        except InputTooLong as exc:
+            raise OverLimit(str(exc), code="text_too_long") from None
+
+    def postprocess(self, results, parameters, request_items) -> dict:
+        return {"translation": list(results)}
+
+    @classmethod
+    def blueprint(cls):
+        from .routes import bp
+        return bp
+
+    @classmethod
+    def openapi_paths(cls, settings) -> dict:
+        from .routes import openapi_paths
+        return openapi_paths(settings)
