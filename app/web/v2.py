@@ -101,11 +101,11 @@ def infer(model: str, version: str | None = None):
     if not isinstance(parameters, dict):
         raise InvalidInput("'parameters' must be an object")
     reg.ready_handle(model, version)
-    inputs = _decode_inputs(body.get("inputs"), h.cls.inputs)
+    inputs = decode_inputs(body.get("inputs"), h.cls.inputs)
     wanted = _requested_outputs(body.get("outputs"), h.cls.outputs)
     pred = reg.run(model, inputs, parameters, version)
     specs = {t.name: t for t in h.cls.outputs}
-    outputs = [_encode_output(name, value, specs[name]) for name, value in pred.outputs.items()
+    outputs = [encode_output(name, value, specs[name]) for name, value in pred.outputs.items()
                if wanted is None or name in wanted]
     if wanted is not None:
         missing = sorted(wanted - {o["name"] for o in outputs})
@@ -143,7 +143,7 @@ def _flatten(data, depth: int = 0) -> list:
     return data
 
 
-def _decode_inputs(raw, specs) -> dict:
+def decode_inputs(raw, specs) -> dict:
     if not isinstance(raw, list) or not raw:
         raise InvalidInput("'inputs' must be a non-empty list of tensors")
     by_name = {s.name: s for s in specs}
@@ -204,7 +204,7 @@ def _requested_outputs(raw, specs):
     return names
 
 
-def _encode_output(name: str, value, spec) -> dict:
+def encode_output(name: str, value, spec) -> dict:
     if spec.datatype == "BYTES":
         data = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in value]
         return {"name": name, "datatype": "BYTES", "shape": [len(data)], "data": data}
