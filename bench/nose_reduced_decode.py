@@ -22,10 +22,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from app.serving.repository import version_dir  # noqa: E402
 sys.path.insert(0, str(ROOT / "training" / "nose_tracker"))
 
-from app.imaging import decode_image_scaled  # noqa: E402
-from app.nose import NoseTracker  # noqa: E402
+from app.serving.imaging import decode_image_scaled  # noqa: E402
+from app.servables.nose_tracker.model import NoseTracker  # noqa: E402
 
 
 def main() -> int:
@@ -40,7 +41,7 @@ def main() -> int:
         print(f"shared nose data not found at {root}: nothing to measure")
         return 2
     cv2.setNumThreads(1)
-    model = NoseTracker.load(str(ROOT / "models" / "nose_tracker"))
+    model = NoseTracker.load(str(version_dir("nose_tracker")))
     lab = load_labels(root / "labels.csv")
     idx = split_indices(lab["source"], seed=0)[a.split]
     if a.limit:

@@ -35,6 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from app.serving.repository import version_dir  # noqa: E402
 
 from bench.stack import OurStack, children, free_port, http_get, mem_kb  # noqa: E402
 
@@ -259,9 +260,9 @@ def bound_worker(kind: str, seconds: float, files: dict) -> None:
     import cv2
     cv2.setNumThreads(1)
     if kind == "nose":
-        from app.imaging import REDUCED_MIN_SIDE, decode_image_scaled
-        from app.nose import NoseTracker
-        m = NoseTracker.load(str(ROOT / "models" / "nose_tracker"))
+        from app.serving.imaging import REDUCED_MIN_SIDE, decode_image_scaled
+        from app.servables.nose_tracker.model import NoseTracker
+        m = NoseTracker.load(str(version_dir("nose_tracker")))
         data = Path(files["jpeg"]).read_bytes()
         m.warmup()
         n, t0 = 0, time.perf_counter()
@@ -275,8 +276,8 @@ def bound_worker(kind: str, seconds: float, files: dict) -> None:
         import tensorflow as tf
         tf.config.threading.set_intra_op_parallelism_threads(1)
         tf.config.threading.set_inter_op_parallelism_threads(1)
-        from app.translator import Translator
-        m = Translator.load(ROOT / "models" / "translator", cache_size=0)
+        from app.servables.translator.model import Translator
+        m = Translator.load(version_dir("translator"), cache_size=0)
         m.warmup()
         src = files["paragraphs"] if kind.startswith("paragraph") else files["sentences"]
         lines = [json.loads(ln)["text"] for ln in Path(src).read_text().splitlines()]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from app.serving.repository import version_dir  # noqa: E402
 
 TEN_WORDS = "I would like to buy a ticket to Madrid for tomorrow."
 MIXED = [
@@ -45,7 +46,7 @@ def timed(fn, n):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model-dir", default=str(ROOT / "models/translator"))
+    ap.add_argument("--model-dir", default=str(version_dir("translator")))
     ap.add_argument("--repeat", type=int, default=30)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
@@ -53,7 +54,7 @@ def main(argv=None):
     import tensorflow as tf
     tf.config.threading.set_inter_op_parallelism_threads(1)
     tf.config.threading.set_intra_op_parallelism_threads(1)
-    from app.translator import Translator
+    from app.servables.translator.model import Translator
     t = Translator.load(args.model_dir, cache_size=0)  # measure decoding, not the LRU cache
     t.warmup()
     rows = []
@@ -69,7 +70,7 @@ def main(argv=None):
     code = (f"import sys,time,tensorflow as tf; sys.path.insert(0,{str(ROOT)!r});"
             "tf.config.threading.set_intra_op_parallelism_threads(2);"
             "tf.config.threading.set_inter_op_parallelism_threads(1);"
-            "from app.translator import Translator; from bench.translator_speed import BATCH as b;"
+            "from app.servables.translator.model import Translator; from bench.translator_speed import BATCH as b;"
             f"t=Translator.load({args.model_dir!r}, cache_size=0); t.warmup(); t.translate(b);"
             "r=[];\nfor _ in range(5):\n t0=time.perf_counter(); t.translate(b); r.append(time.perf_counter()-t0)\n"
             "print(len(b)/sorted(r)[len(r)//2])")

@@ -236,7 +236,7 @@ def fault_harakiri(stack, clients: int = 4, seed: int = 0) -> dict:
         load.stop()
     new_lines = stack.log_lines()[log_start:]
     killed_by = ("uWSGI harakiri" if any("HARAKIRI ON WORKER" in ln for ln in new_lines)
-                 else "app watchdog" if any('"logger":"app.watchdog"' in ln for ln in new_lines) else None)
+                 else "app watchdog" if any('"logger":"app.runtime.watchdog"' in ln for ln in new_lines) else None)
     return {
         "fault": "request past HARAKIRI",
         "status": r.status_code,

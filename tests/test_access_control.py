@@ -16,7 +16,7 @@ import requests
 
 from conftest import ROOT, Stack, free_port, nginx_bin, render_nginx, start_nginx, stop_process, wait_port
 
-from app.security import CSP, SECURITY_HEADERS
+from app.web.security import CSP, SECURITY_HEADERS
 
 KEY1 = "k1-0123456789abcdef0123"
 KEY2 = "k2-fedcba9876543210fedc"

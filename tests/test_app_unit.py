@@ -1,8 +1,8 @@
 """The Flask app in-process (test client): validation, errors, readiness, pages.
 
-The translator here is a stub defined in this test file only, so validation
-and error paths are tested without loading TensorFlow models; the real models
-are exercised by test_e2e.py.
+The translator servable's model here is a stub defined in this test file only, so
+validation and error paths are tested without loading TensorFlow models; the real
+models are exercised by test_e2e.py.
 """
 from __future__ import annotations
 
@@ -13,13 +13,16 @@ import pytest
 
 from app import create_app
 from app.config import Config
-from app.models import NOSE, TRANSLATOR, ModelRegistry
+from app.servables.translator.model import InputTooLong
+from app.serving.registry import ModelRegistry
 from conftest import ROOT, synthetic_face
 
 
+NOSE, TRANSLATOR = "nose_tracker", "translator"
+
+
 class StubTranslator:
-    """Test double: upper-cases the text (never shipped)."""
-    metadata = {"name": "stub", "version": "stub-1", "sha256": "0" * 64}
+    """Test double of the translator servable's model: upper-cases the text (never shipped)."""
 
     def __init__(self):
         self.calls = []
@@ -28,23 +31,29 @@ class StubTranslator:
         self.calls.append((list(texts), beam))
         return [t.upper() for t in texts]
 
+    def cached(self, texts, beam=1):
+        return None
 
-def make_app(**overrides):
+
+def make_app(**env):
     cfg = Config.from_env({"ENABLED_MODELS": "nose_tracker,translator", "MODEL_LOADING": "off",
-                           "MAX_BODY_BYTES": "65536", "MAX_IMAGE_PIXELS": "1000000"}, **overrides)
+                           "MAX_BODY_BYTES": "65536", "MAX_IMAGE_PIXELS": "1000000", **env})
     reg = ModelRegistry(cfg)
     return cfg, reg, create_app(cfg, registry=reg)
+
+
+def stub_translator(reg) -> StubTranslator:
+    h = reg.handles[TRANSLATOR]
+    h.servable.model, h.status, h.error = StubTranslator(), "ready", None
+    return h.servable.model
 
 
 @pytest.fixture(scope="module")
 def loaded():
     cfg, reg, app = make_app()
-    reg.cfg = Config.from_env({"ENABLED_MODELS": "nose_tracker"})
-    reg.load_all()  # the real nose model
-    assert reg.states[NOSE].status == "ready", reg.states[NOSE].error
-    reg.cfg = cfg
-    st = reg.states[TRANSLATOR]
-    st.model, st.status, st.error, st.metadata = StubTranslator(), "ready", None, StubTranslator.metadata
+    reg._load(reg.handles[NOSE])  # the real nose model
+    assert reg.handles[NOSE].status == "ready", reg.handles[NOSE].error
+    stub_translator(reg)
     return app.test_client(), reg
 
 
@@ -68,8 +77,9 @@ def test_background_loading_readyz_turns_200():
     cfg = Config.from_env({"ENABLED_MODELS": "nose_tracker", "MODEL_LOADING": "background"})
     reg = ModelRegistry(cfg)
     gate = threading.Event()
-    real = reg._load_nose
-    reg._load_nose = lambda: (gate.wait(30), real())[1]
+    sv = reg.handles[NOSE].servable
+    real = sv.load
+    sv.load = lambda: (gate.wait(30), real())[1]
     reg.start_background()
     app = create_app(cfg, registry=reg)
     c = app.test_client()
@@ -89,7 +99,7 @@ def test_flask_body_limit_413_json(loaded):
 
 def test_translate_batch_one_call(loaded):
     c, reg = loaded
-    stub = reg.states[TRANSLATOR].model
+    stub = reg.handles[TRANSLATOR].servable.model
     stub.calls.clear()
     r = c.post("/api/translate", json={"texts": ["a", "b", ""], "beam": 3})
     assert r.status_code == 200
@@ -99,12 +109,10 @@ def test_translate_batch_one_call(loaded):
 
 def test_input_too_long_from_translator_is_422(loaded, monkeypatch):
     c, reg = loaded
-    max_chars, too_long = reg.translator_limits()
-
     def raise_(texts, beam=1):
-        raise too_long("sentence too long for the model")
+        raise InputTooLong("sentence too long for the model")
 
-    monkeypatch.setattr(reg.states[TRANSLATOR].model, "translate", raise_)
+    monkeypatch.setattr(reg.handles[TRANSLATOR].servable.model, "translate", raise_)
     r = c.post("/api/translate", json={"text": "fine length"})
     assert r.status_code == 422 and r.json["error"]["message"] == "sentence too long for the model"
 
@@ -140,10 +148,10 @@ def test_json_404_405_for_api_html_for_pages(loaded):
 def test_unhandled_exception_is_json_500(loaded, monkeypatch):
     c, reg = loaded
 
-    def broken(img):
+    def broken(blob):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(reg.states[NOSE].model, "predict", broken)
+    monkeypatch.setattr(reg.handles[NOSE].servable.model, "rows", broken)
     r = c.post("/image-64", json={"image": base64.b64encode(synthetic_face()).decode()})
     assert r.status_code == 500 and r.json["error"] == {"code": "internal_error", "message": "internal server error",
                                                         "request_id": r.headers["X-Request-ID"]}
@@ -151,13 +159,13 @@ def test_unhandled_exception_is_json_500(loaded, monkeypatch):
 
 def test_dashboard_renders_single_process(loaded):
     c, _ = loaded
-    before = c.get("/api/stats").json["summary"]["binary"]
+    before = c.get("/api/stats").json["metrics"]["counts"].get("image_bin", 0)
     c.post("/image-bin", data={"image": (__import__("io").BytesIO(synthetic_face()), "f.jpg")},
            content_type="multipart/form-data")
-    after = c.get("/api/stats").json["summary"]["binary"]
+    after = c.get("/api/stats").json["metrics"]["counts"]["image_bin"]
     assert after == before + 1
     html = c.get("/dashboard").get_data(as_text=True)
-    assert f'<dd id="count-binary">{after}</dd>' in html
+    assert f'<dd id="count-image_bin">{after}</dd>' in html
 
 
 def test_too_much_text_in_one_request_is_422(loaded):
@@ -167,12 +175,13 @@ def test_too_much_text_in_one_request_is_422(loaded):
 
 
 def test_busy_translator_is_503_with_retry_after():
-    cfg, reg, app = make_app(translate_wait_timeout=0.2)
-    st = reg.states[TRANSLATOR]
-    st.model, st.status, st.metadata = StubTranslator(), "ready", StubTranslator.metadata
+    cfg, reg, app = make_app()
+    stub_translator(reg)
+    h = reg.handles[TRANSLATOR]
+    h.servable.wait_timeout = 0.2
     c = app.test_client()
     assert c.post("/api/translate", json={"text": "free"}).status_code == 200
-    assert reg._translate_slot.acquire(timeout=1)  # another request is translating
+    assert h.lock.acquire(timeout=1)  # another request is translating
     try:
         r = c.post("/api/translate", json={"text": "queued"})
         assert r.status_code == 503 and r.json["error"]["code"] == "busy"
@@ -180,7 +189,7 @@ def test_busy_translator_is_503_with_retry_after():
         r = c.post("/result", data={"English": "queued"})
         assert r.status_code == 503 and "busy" in r.get_data(as_text=True)
     finally:
-        reg._translate_slot.release()
+        h.lock.release()
     assert c.post("/api/translate", json={"text": "free again"}).status_code == 200
 
 
@@ -198,7 +207,7 @@ def test_metrics_prune_live_gauges_of_dead_processes(tmp_path, monkeypatch):
     import subprocess
     import sys
 
-    from app import metrics
+    from app.serving import metrics
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])

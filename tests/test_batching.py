@@ -3,7 +3,7 @@
 Unit tests drive the Batcher with a recording function (no model); the end-to-end
 test sends new sentences concurrently through nginx + uWSGI and checks that every
 answer equals a separate process's one-by-one translation and that the workers
-really decoded several requests per call (the translator_batch_requests histogram).
+really decoded several requests per call (the model_batch_requests histogram).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from app.batching import Batcher, QueueTimeout
+from app.serving.batching import Batcher, QueueTimeout
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -145,9 +145,10 @@ def _batch_metrics(stack) -> tuple[float, float, float]:
     def value(pattern):
         m = re.search(pattern, text, re.M)
         return float(m.group(1)) if m else 0.0
-    return (value(r"^translator_batch_requests_count (\S+)"),
-            value(r"^translator_batch_requests_sum (\S+)"),
-            value(r'^translator_batch_requests_bucket\{le="1\.0"\} (\S+)'))
+    labels = r'model="translator",version="[^"]+"'
+    return (value(r"^model_batch_requests_count\{%s\} (\S+)" % labels),
+            value(r"^model_batch_requests_sum\{%s\} (\S+)" % labels),
+            value(r'^model_batch_requests_bucket\{le="1\.0",%s\} (\S+)' % labels))
 
 
 def test_concurrent_translations_are_batched_and_exact(stack):
@@ -175,6 +176,6 @@ def test_concurrent_translations_are_batched_and_exact(stack):
     assert requests == len(jobs)  # every (new) request went through a batcher exactly once
     assert batches < len(jobs)    # ...and some calls decoded several requests
     assert singles < batches
-    stats = stack.get("/api/stats").json()["metrics"]["translator_batching"]
+    (stats,) = [v["batching"] for v in stack.get("/api/stats").json()["metrics"]["models"]["translator"].values()]
     assert stats["batches"] >= after[0] and stats["requests"] >= after[1]
     assert stats["batches_le"]["1"] >= after[2] and stats["mean_requests_per_batch"] >= 1

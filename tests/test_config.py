@@ -9,6 +9,7 @@ import pytest
 
 from conftest import ROOT
 from app.config import SETTINGS, SETTINGS_BY_NAME, Config, effective_env, settings_markdown, shell_exports
+from app.servables import BUILTIN, TranslatorServable
 
 
 def test_defaults():
@@ -17,18 +18,19 @@ def test_defaults():
     assert cfg.enabled_models == ("nose_tracker", "translator")
     assert (cfg.tf_intra_op_threads, cfg.tf_inter_op_threads, cfg.cv2_threads) == (1, 1, 1)
     assert cfg.max_body_bytes == 10 * 1024 * 1024
-    assert cfg.nose_model_dir == str(ROOT / "models" / "nose_tracker")
+    assert cfg.model_repository == str(ROOT / "models")
     assert cfg.revision == "dev"
 
 
 def test_overrides_and_revision_file(tmp_path):
     rev = tmp_path / "REV"
     rev.write_text("abc123\nignored\n")
-    cfg = Config.from_env({"TF_INTRA_OP_THREADS": "3", "MAX_BEAM": "8", "APP_REVISION_FILE": str(rev),
-                           "NOSE_MODEL_DIR": "/opt/nose", "MODEL_LOADING": "Background"})
-    assert cfg.tf_intra_op_threads == 3 and cfg.max_beam == 8
+    env = {"TF_INTRA_OP_THREADS": "3", "MAX_BEAM": "8", "APP_REVISION_FILE": str(rev),
+           "MODEL_REPOSITORY": "/opt/models", "MODEL_LOADING": "Background"}
+    cfg = Config.from_env(env)
+    assert cfg.tf_intra_op_threads == 3 and TranslatorServable.read_settings(env)["MAX_BEAM"] == 8
     assert cfg.revision == "abc123"
-    assert cfg.nose_model_dir == "/opt/nose"
+    assert cfg.model_repository == "/opt/models"
     assert cfg.model_loading == "background"
 
 
@@ -36,13 +38,22 @@ def test_overrides_and_revision_file(tmp_path):
     {"WORKERS": "x", "TF_INTRA_OP_THREADS": "many"},
     {"MODEL_LOADING": "eager"},
     {"MAX_BODY_BYTES": "10"},
-    {"ENABLED_MODELS": "nose_tracker,gpt"},
-    {"DEFAULT_BEAM": "5", "MAX_BEAM": "4"},
+    {"ENABLED_MODELS": "nose_tracker,../etc"},
     {"MODEL_WARMUP": "maybe"},
 ])
 def test_invalid_values_rejected(env):
     with pytest.raises(ValueError):
         Config.from_env(env)
+
+
+@pytest.mark.parametrize("env", [
+    {"DEFAULT_BEAM": "5", "MAX_BEAM": "4"},
+    {"TRANSLATE_BATCH_MAX": "-1"},
+    {"MAX_BATCH_TEXTS": "many"},
+])
+def test_invalid_servable_settings_rejected(env):
+    with pytest.raises(ValueError):
+        TranslatorServable.read_settings(env)
 
 
 def test_relative_paths_resolved_against_app_root():
@@ -83,7 +94,9 @@ def test_every_variable_in_app_ini_and_templates_is_a_setting():
 
 def test_no_setting_is_read_by_uwsgi_itself():
     # uWSGI treats every UWSGI_* environment variable as one of its options
-    assert not [s.name for s in SETTINGS if s.name.startswith("UWSGI_")]
+    every = [*SETTINGS, *(s for cls in BUILTIN.values() for s in cls.settings)]
+    assert not [s.name for s in every if s.name.startswith("UWSGI_")]
+    assert len({s.name for s in every}) == len(every), "a servable setting shadows another setting"
 
 
 def test_readme_configuration_table_is_current():

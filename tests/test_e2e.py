@@ -15,6 +15,7 @@ import requests
 from PIL import Image
 
 from conftest import ROOT, b64, shared_faces, start_nginx, stop_process, free_port, wait_port, synthetic_face
+from app.serving.repository import version_dir  # noqa: E402
 
 JSON = {"Content-Type": "application/json"}
 
@@ -59,7 +60,7 @@ def test_version_reports_models(stack):
     assert v["app"]["version"] == "1.0.0"
     assert v["app"]["revision"] == "rev-1"
     nose = v["models"]["nose_tracker"]
-    pb = (ROOT / "models" / "nose_tracker" / "nose_tracker.pb").read_bytes()
+    pb = (version_dir("nose_tracker") / "nose_tracker.pb").read_bytes()
     assert nose["sha256"] == hashlib.sha256(pb).hexdigest()
     assert nose["version"] and nose["load_ms"] > 0
     tr = v["models"]["translator"]
@@ -140,9 +141,9 @@ def _check_nose(body: dict, w: int, h: int):
 def test_image_64_real_faces(stack):
     """Real faces (../shared): the nose lands inside the annotated face box and the answer
     equals the model run in-process on the same image."""
-    from app.imaging import REDUCED_MIN_SIDE, decode_image_scaled
-    from app.nose import NoseTracker
-    local = NoseTracker.load(str(ROOT / "models" / "nose_tracker"))
+    from app.serving.imaging import REDUCED_MIN_SIDE, decode_image_scaled
+    from app.servables.nose_tracker.model import NoseTracker
+    local = NoseTracker.load(str(version_dir("nose_tracker")))
     for face in shared_faces(4):
         r = stack.post("/image-64", json={"image": b64(face["bytes"])})
         assert r.status_code == 200, r.text
@@ -428,7 +429,7 @@ def test_one_log_line_per_request(stack):
 def _dashboard_counts(stack) -> dict:
     html = stack.get("/dashboard").text
     out = {}
-    for key in ("base64", "binary", "translation", "errors", "total"):
+    for key in ("image_64", "image_bin", "translate_api", "translate_form", "errors", "total"):
         m = re.search(rf'<dd id="count-{key}">(\d+)</dd>', html)
         assert m, key
         out[key] = int(m.group(1))
@@ -455,9 +456,9 @@ def test_dashboard_counts_exact_across_workers(stack):
     bad = stack.post("/image-64", json={})  # one error
     assert bad.status_code == 400
     after = _dashboard_counts(stack)
-    assert after["base64"] - before["base64"] == n + 1
+    assert after["image_64"] - before["image_64"] == n + 1
     assert after["errors"] - before["errors"] == 1
-    assert after["binary"] == before["binary"]
+    assert after["image_bin"] == before["image_bin"]
     # the count is exact although more than one worker served the requests
     assert len(pids_seen) == 2, pids_seen
     html = stack.get("/dashboard").text
@@ -472,10 +473,10 @@ def test_metrics_exposition(stack):
     assert "# TYPE http_requests_total counter" in text
     total = sum(float(v) for v in re.findall(r'^http_requests_total\{[^}]*endpoint="image_64"[^}]*\} (\S+)$', text, re.M))
     stats = stack.get("/api/stats").json()
-    assert total == stats["metrics"]["counts"]["image_64"] == stats["summary"]["base64"]
+    assert total == stats["metrics"]["counts"]["image_64"]
     assert re.search(r'^http_request_duration_seconds_bucket\{endpoint="translate_api",le="\+Inf"\} [1-9]', text, re.M)
-    assert re.search(r'^model_inference_seconds_count\{model="nose_tracker"\} [1-9]', text, re.M)
-    assert re.search(r'^model_inference_seconds_count\{model="translator"\} [1-9]', text, re.M)
+    assert re.search(r'^model_inference_seconds_count\{model="nose_tracker",version="1\.4\.0"\} [1-9]', text, re.M)
+    assert re.search(r'^model_inference_seconds_count\{model="translator",version="[^"]+"\} [1-9]', text, re.M)
     info_pids = {int(p) for p in re.findall(r'^model_info\{[^}]*model="nose_tracker"[^}]*pid="(\d+)"', text, re.M)}
     assert info_pids == set(stack.worker_pids())
 
@@ -484,7 +485,7 @@ def test_container_healthcheck_over_uwsgi_protocol(stack):
     """The app container's HEALTHCHECK talks the uwsgi protocol straight to uWSGI."""
     import subprocess
     import sys
-    from app.healthcheck import request as uwsgi_get
+    from app.runtime.healthcheck import request as uwsgi_get
     status, raw = uwsgi_get(stack.env["APP_SOCKET"], "/healthz")
     assert status == 200 and b'"status":"ok"' in raw
     ok = subprocess.run([sys.executable, "-m", "app", "healthcheck", "--socket", stack.env["APP_SOCKET"],

@@ -111,7 +111,7 @@ def test_sigterm_while_a_worker_loads_stops_promptly(fstack):
 # --- the watchdog's decision, in isolation ----------------------------------------------------
 
 def test_watchdog_kills_only_overdue_requests():
-    from app.watchdog import RequestWatchdog
+    from app.runtime.watchdog import RequestWatchdog
     now = [100.0]
     killed = []
     release = threading.Event()

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app import imaging
-from app.errors import ApiError
+from app.serving import imaging
+from app.serving.errors import ApiError
 from conftest import synthetic_face
 
 

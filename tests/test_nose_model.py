@@ -1,4 +1,4 @@
-"""Tests for the shipped nose tracker (models/nose_tracker/nose_tracker.pb) and its export path.
+"""Tests for the shipped nose tracker (models/nose_tracker/<version>/nose_tracker.pb) and its export path.
 
 Fast (< ~30 s): loads the .pb with OpenCV, checks the server contract, batch == one-by-one,
 accuracy on a fixed few dozen held-out shared images (skipped when ../shared is absent),
@@ -18,7 +18,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "training" / "nose_tracker"))
 
-MODEL_DIR = REPO / "models" / "nose_tracker"
+from app.serving.repository import version_dir  # noqa: E402
+
+MODEL_DIR = version_dir("nose_tracker")
 PB = MODEL_DIR / "nose_tracker.pb"
 
 # Held-out accuracy bounds for the fixed 48-image subset of the TEST split below. Measured on

@@ -1,4 +1,4 @@
-"""app/nose.py: the preprocessing contract, post-processing, thread safety (real model)."""
+"""app/servables/nose_tracker: contract.py: the preprocessing contract, post-processing, thread safety (real model)."""
 from __future__ import annotations
 
 import threading
@@ -8,10 +8,11 @@ import cv2
 import numpy as np
 import pytest
 
-from app import nose
+from app.servables.nose_tracker import model as nose
+from app.serving.repository import version_dir  # noqa: E402
 from conftest import ROOT, shared_faces, synthetic_face
 
-MODEL_DIR = ROOT / "models" / "nose_tracker"
+MODEL_DIR = version_dir("nose_tracker")
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,13 @@ import pytest
 
 from conftest import ROOT
 
+#: Every path of the document: each model's own routes, ours, and the Open Inference Protocol's.
+PATHS = ["/image-64", "/image-bin", "/api/translate", "/healthz", "/readyz", "/version", "/api/stats", "/metrics",
+         "/v2", "/v2/health/live", "/v2/health/ready", "/v2/repository/index",
+         "/v2/models/{model}", "/v2/models/{model}/ready", "/v2/models/{model}/infer",
+         "/v2/models/{model}/versions/{version}", "/v2/models/{model}/versions/{version}/ready",
+         "/v2/models/{model}/versions/{version}/infer"]
+
 SCHEMATHESIS_SECONDS = int(os.environ.get("SCHEMATHESIS_SECONDS", "20"))
 
 #: Every check but positive_data_acceptance: a schema cannot say "a decodable image",
@@ -26,8 +33,9 @@ def test_openapi_document(stack):
     assert r.status_code == 200 and r.headers["Content-Type"].startswith("application/json")
     spec = r.json()
     assert spec["openapi"].startswith("3.")
-    assert set(spec["paths"]) == {"/image-64", "/image-bin", "/api/translate", "/healthz", "/readyz", "/version",
-                                  "/api/stats", "/metrics"}
+    assert set(spec["paths"]) == set(PATHS)
+    model = spec["paths"]["/v2/models/{model}/infer"]["post"]["parameters"][0]
+    assert model["schema"]["enum"] == ["nose_tracker", "translator"]
     # the document states the limits this deployment enforces
     tr = spec["paths"]["/api/translate"]["post"]["requestBody"]["content"]["application/json"]["schema"]["oneOf"]
     beam = tr[0]["properties"]["beam"]
@@ -39,7 +47,8 @@ def test_openapi_document(stack):
         for op in ops.values():
             for status, resp in op["responses"].items():
                 if status != "200":
-                    assert resp["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+                    shape = "V2Error" if path.startswith("/v2") else "Error"
+                    assert resp["content"]["application/json"]["schema"] == {"$ref": f"#/components/schemas/{shape}"}
     # the example image of /image-64 really works
     ex = spec["paths"]["/image-64"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     r = stack.post("/image-64", json={"image": ex["properties"]["image"]["example"]})
@@ -74,8 +83,7 @@ def test_swagger_ui_renders_under_the_csp(stack, tmp_path):
                           "--v=0", "--dump-dom", stack.url("/docs")], capture_output=True, text=True, timeout=120)
     dom = out.stdout
     paths = re.findall(r'class="opblock-summary-path" data-path="([^"]+)"', dom)
-    assert sorted(paths) == sorted(["/image-64", "/image-bin", "/api/translate", "/healthz", "/readyz", "/version",
-                                    "/api/stats", "/metrics"]), (paths, out.stderr[-2000:])
+    assert sorted(paths) == sorted(PATHS), (paths, out.stderr[-2000:])
     assert "Content Security Policy" not in out.stderr, out.stderr[-3000:]
 
 

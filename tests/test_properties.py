@@ -19,10 +19,11 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from app.config import SETTINGS_BY_NAME, Config, _bool, _int, parse_api_keys
-from app.errors import ApiError
-from app.imaging import decode_base64_image, decode_image, decode_image_scaled, image_size, reduced_flag
-from app.security import key_matches, needs_key
-from app.translator import MAX_CHARS, is_shouting, sentence_case, split_sentences
+from app.serving.errors import ApiError
+from app.serving.imaging import decode_base64_image, decode_image, decode_image_scaled, image_size, reduced_flag
+from app.web.security import key_matches, needs_key
+from app.servables import BUILTIN, TranslatorServable
+from app.servables.translator.model import MAX_CHARS, is_shouting, sentence_case, split_sentences
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SLOW = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -228,11 +229,12 @@ def _valid_translate(p, cfg) -> bool:
     texts = [p["text"]] if "text" in p else p["texts"]
     if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
         return False
-    beam = p.get("beam", cfg.default_beam)
-    if type(beam) is not int or not 1 <= beam <= cfg.max_beam:
+    ts = TranslatorServable.read_settings(cfg.environ)
+    beam = p.get("beam", ts["DEFAULT_BEAM"])
+    if type(beam) is not int or not 1 <= beam <= ts["MAX_BEAM"]:
         return False
-    return (len(texts) <= cfg.max_batch_texts and all(len(t) <= MAX_CHARS for t in texts)
-            and sum(map(len, texts)) <= cfg.max_total_chars)
+    return (len(texts) <= ts["MAX_BATCH_TEXTS"] and all(len(t) <= MAX_CHARS for t in texts)
+            and sum(map(len, texts)) <= ts["MAX_TOTAL_CHARS"])
 
 
 def _assert_error_shape(r):
@@ -338,7 +340,25 @@ def test_config_from_any_env_is_a_config_or_value_error(env):
         cfg = Config.from_env(env)
     except ValueError:
         return
-    assert cfg.default_beam <= cfg.max_beam and cfg.max_body_bytes >= 1024
+    assert cfg.max_body_bytes >= 1024
+
+
+SERVABLE_SETTINGS = sorted({s.name for cls in BUILTIN.values() for s in cls.settings})
+
+
+@FAST
+@given(env=st.dictionaries(st.sampled_from(SERVABLE_SETTINGS), st.text(max_size=10), max_size=6))
+def test_servable_settings_from_any_env_are_valid_or_value_error(env):
+    for cls in BUILTIN.values():
+        try:
+            values = cls.read_settings(env)
+        except ValueError:
+            continue
+        for s in cls.settings:
+            if s.kind in ("int", "float") and s.minimum is not None:
+                assert values[s.name] >= s.minimum
+        if cls is TranslatorServable:
+            assert values["DEFAULT_BEAM"] <= values["MAX_BEAM"]
 
 
 key_alphabet = st.characters(min_codepoint=33, max_codepoint=126, exclude_characters=",#")
@@ -376,17 +396,31 @@ def test_key_matches_only_exact(presented, keys):
     assert key_matches(presented, tuple(keys)) == (presented in keys)
 
 
+_VIEWS: dict = {}
+
+
+def _views() -> dict:
+    if not _VIEWS:
+        from app import create_app
+        _VIEWS.update(create_app(Config.from_env({"MODEL_LOADING": "off", "PROMETHEUS_MULTIPROC_DIR": ""})).view_functions)
+    return _VIEWS
+
+
+PUBLIC = ("api.healthz", "api.readyz", "docs.openapi", "docs.ui", "static", "v2.server_metadata", "v2.live", "v2.ready")
+PAGES = ("translator.index", "translator.result", "pages.dashboard", "docs.ui")
+
+
 @FAST
-@given(endpoint=st.one_of(st.none(), st.sampled_from(["api.healthz", "api.readyz", "docs.openapi", "docs.ui", "static",
-                                                      "api.translate", "api.image_64", "api.version",
-                                                      "pages.index", "pages.result"])),
+@given(endpoint=st.one_of(st.none(), st.sampled_from([*PUBLIC, "translator.translate", "nose_tracker.image_64",
+                                                      "nose_tracker.image_bin", "api.version", "api.metrics_endpoint",
+                                                      "v2.infer", "v2.model_metadata", "v2.repository_index",
+                                                      *PAGES])),
        protect_pages=st.booleans())
 def test_needs_key_table(endpoint, protect_pages):
-    blueprint = endpoint.split(".")[0] if endpoint and "." in endpoint else None
-    need = needs_key(endpoint, blueprint, protect_pages)
-    if endpoint in (None, "api.healthz", "api.readyz", "docs.openapi", "docs.ui", "static"):
+    need = needs_key(endpoint, _views().get(endpoint), protect_pages)
+    if endpoint is None or endpoint in PUBLIC:
         assert not need
-    elif blueprint == "pages":
+    elif endpoint in PAGES:
         assert need == protect_pages
     else:
         assert need

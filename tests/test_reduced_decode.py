@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from app.imaging import REDUCED_MIN_SIDE, decode_image, decode_image_scaled, reduced_flag
+from app.serving.imaging import REDUCED_MIN_SIDE, decode_image, decode_image_scaled, reduced_flag
 from conftest import synthetic_face
 
 

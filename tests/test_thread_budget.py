@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 
 from app.config import Config
-from app.models import thread_budget
+from app.serving.threads import thread_budget
 
 CORES = len(os.sched_getaffinity(0))
 

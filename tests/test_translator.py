@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from app import translator as tr
+from app.servables.translator import model as tr
+from app.serving.repository import version_dir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL_DIR = ROOT / "models" / "translator"
+MODEL_DIR = version_dir("translator")
 
 # Observed from the shipped model (greedy); a retrained model must update these on purpose.
 EXPECTED = {
@@ -64,7 +65,7 @@ def test_incremental_decoder_matches_full_forward(model):
     """The fused, cached one-token step gives the logits of the full teacher-forced forward."""
     import numpy as np
     import tensorflow as tf
-    from app.transformer import BOS, EOS
+    from app.servables.translator.transformer import BOS, EOS
 
     src = [model.sp.encode("Where is the station?") + [EOS],
            model.sp.encode("I have a big house near the sea.") + [EOS]]

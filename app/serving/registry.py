@@ -111,6 +111,15 @@ class ModelRegistry:
         self._done = threading.Event()
         for name in cfg.enabled_models:
             self.handles[name] = self._prepare(name)
+        # models of the repository that are not enabled are known (their routes answer 503
+        # "disabled", the repository index lists them) but never loaded
+        from .repository import list_models
+        for name in list_models(self.root):
+            if name not in self.handles:
+                h = self._prepare(name)
+                if h.status != "failed":
+                    h.status, h.error = "disabled", "not in ENABLED_MODELS"
+                self.handles[name] = h
 
     def _prepare(self, name: str) -> ModelHandle:
         h = ModelHandle(name)
@@ -136,7 +145,7 @@ class ModelRegistry:
         with self._load_lock:
             try:
                 for h in self.handles.values():
-                    if h.status == "failed":
+                    if h.status in ("failed", "disabled"):
                         continue
                     if self.cfg.model_loading == "off":
                         h.status, h.error = "disabled", "model loading is off (MODEL_LOADING=off)"
@@ -191,12 +200,16 @@ class ModelRegistry:
 
     # --- access ------------------------------------------------------------
     @property
+    def enabled(self) -> list[ModelHandle]:
+        return [self.handles[n] for n in self.cfg.enabled_models]
+
+    @property
     def ready(self) -> bool:
         """Every enabled model loaded and warmed (and at least one enabled)."""
-        return bool(self.handles) and all(h.status == "ready" for h in self.handles.values())
+        return bool(self.enabled) and all(h.status == "ready" for h in self.enabled)
 
     def not_ready(self) -> list[str]:
-        return [n for n, h in self.handles.items() if h.status != "ready"]
+        return [h.name for h in self.enabled if h.status != "ready"]
 
     def handle(self, name: str, version: str | None = None) -> ModelHandle:
         """The handle of an enabled model (ModelNotFound otherwise; version: must be the served one)."""
@@ -329,7 +342,7 @@ class ModelRegistry:
                 row = {"name": name}
                 if v is not None:
                     row["version"] = v
-                if h is None:
+                if h is None or h.status == "disabled":
                     row.update(state="UNAVAILABLE", reason="not in ENABLED_MODELS")
                 elif v != h.version:
                     row.update(state="UNAVAILABLE", reason=f"not the served version ({h.version})")

@@ -82,11 +82,12 @@ def _core_paths() -> dict:
     }
 
 
-def _v2_paths(models: list[str]) -> dict:
+def _v2_paths(models: list[str], versions: list[str]) -> dict:
     """The Open Inference Protocol routes, with the served model names as the enum of {model}."""
     tags = ("open inference protocol",)
     model = {"name": "model", "in": "path", "required": True, "schema": {"type": "string", "enum": models or [""]}}
-    version = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
+    version = {"name": "version", "in": "path", "required": True,
+               "schema": {"type": "string", "enum": versions or [""]}}
     obj = {"type": "object", "additionalProperties": True}
     infer_body = {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/V2Request"}}}}
     kw = dict(tags=tags, error_schema=V2_ERROR)
@@ -110,10 +111,13 @@ def _v2_paths(models: list[str]) -> dict:
     return out
 
 
-_TENSOR = {"type": "object", "required": ["name", "shape", "datatype", "data"],
+_SCALAR = {"oneOf": [{"type": "number"}, {"type": "string"}, {"type": "boolean"}]}
+_PARAMETERS = {"type": "object", "additionalProperties": _SCALAR}
+_TENSOR = {"type": "object", "required": ["name", "shape", "datatype", "data"], "additionalProperties": False,
            "properties": {"name": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer"}},
-                          "datatype": {"type": "string"}, "parameters": {"type": "object"},
-                          "data": {"type": "array", "items": {}}}}
+                          "datatype": {"type": "string"}, "parameters": _PARAMETERS,
+                          "data": {"type": "array", "items": _SCALAR,
+                                   "description": "The elements in row-major order (flat), or nested by the shape."}}}
 
 _SCHEMAS = {
     "Error": {
@@ -126,11 +130,13 @@ _SCHEMAS = {
     },
     "V2Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
     "V2Tensor": _TENSOR,
-    "V2Request": {"type": "object", "required": ["inputs"],
-                  "properties": {"id": {"type": "string"}, "parameters": {"type": "object"},
+    "V2Request": {"type": "object", "required": ["inputs"], "additionalProperties": False,
+                  "properties": {"id": {"type": "string"},
+                                 "parameters": {**_PARAMETERS, "description": "e.g. the translator's beam"},
                                  "inputs": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/V2Tensor"}},
-                                 "outputs": {"type": "array", "items": {"type": "object", "required": ["name"],
-                                                                        "properties": {"name": {"type": "string"}}}}}},
+                                 "outputs": {"type": "array", "items": {
+                                     "type": "object", "required": ["name"], "additionalProperties": False,
+                                     "properties": {"name": {"type": "string"}, "parameters": _PARAMETERS}}}}},
     "V2Response": {"type": "object", "required": ["model_name", "outputs"],
                    "properties": {"model_name": {"type": "string"}, "model_version": {"type": "string"},
                                   "id": {"type": "string"},
@@ -150,7 +156,7 @@ def build_spec() -> dict:
         own = dict(h.cls.openapi_paths(h.settings))
         schemas.update(own.pop("components", {}))
         paths.update(own)
-    paths.update(_v2_paths(sorted(reg.handles)))
+    paths.update(_v2_paths(sorted(reg.handles), sorted({h.version for h in reg.handles.values() if h.version})))
     models = ", ".join(sorted(reg.handles)) or "none"
     spec = {
         "openapi": "3.0.3",

@@ -97,9 +97,10 @@ def infer(model: str, version: str | None = None):
     body = _json_body()
     if not isinstance(body, dict):
         raise InvalidInput("the request body must be a JSON object with 'inputs'")
-    parameters = body.get("parameters") or {}
-    if not isinstance(parameters, dict):
-        raise InvalidInput("'parameters' must be an object")
+    _known_fields(body, ("id", "parameters", "inputs", "outputs"), "the request")
+    if "id" in body and not isinstance(body["id"], str):
+        raise InvalidInput("'id' must be a string")
+    parameters = _parameters(body, "the request")
     reg.ready_handle(model, version)
     inputs = decode_inputs(body.get("inputs"), h.cls.inputs)
     wanted = _requested_outputs(body.get("outputs"), h.cls.outputs)
@@ -133,6 +134,19 @@ def _json_body(optional: bool = False):
         raise InvalidInput("the request body is nested too deeply") from None
 
 
+def _known_fields(obj: dict, known: tuple, what: str) -> None:
+    unknown = sorted(set(obj) - set(known))
+    if unknown:
+        raise InvalidInput(f"{what} has unknown field(s) {unknown[:5]}; expected {list(known)}")
+
+
+def _parameters(obj: dict, what: str) -> dict:
+    p = obj.get("parameters", {})
+    if not isinstance(p, dict) or not all(isinstance(v, (int, float, str, bool)) for v in p.values()):
+        raise InvalidInput(f"'parameters' of {what} must be an object of numbers, strings or booleans")
+    return p
+
+
 def _flatten(data, depth: int = 0) -> list:
     if depth > 16:
         raise InvalidInput("tensor data is nested too deeply")
@@ -154,6 +168,8 @@ def decode_inputs(raw, specs) -> dict:
         name, shape, dtype = t.get("name"), t.get("shape"), t.get("datatype")
         if not isinstance(name, str):
             raise InvalidInput("an input has no string 'name'")
+        _known_fields(t, ("name", "shape", "datatype", "parameters", "data"), f"input {name!r}")
+        _parameters(t, f"input {name!r}")
         spec = by_name.get(name)
         if spec is None:
             raise InvalidInput(f"unknown input {name!r}; expected {sorted(by_name)}")
@@ -197,6 +213,9 @@ def _requested_outputs(raw, specs):
         return None
     if not isinstance(raw, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in raw):
         raise InvalidInput("'outputs' must be a list of objects with a 'name'")
+    for o in raw:
+        _known_fields(o, ("name", "parameters"), f"output {o['name']!r}")
+        _parameters(o, f"output {o['name']!r}")
     names = {o["name"] for o in raw}
     unknown = sorted(names - {s.name for s in specs})
     if unknown:

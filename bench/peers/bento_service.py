@@ -24,6 +24,7 @@ import bentoml
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from app.serving.repository import version_dir  # noqa: E402
 
 WORKERS = int(os.environ.get("BENTO_WORKERS", "2"))
 THREADS = int(os.environ.get("BENTO_THREADS", "4"))
@@ -38,17 +39,17 @@ class NoseAndTranslator:
         cv2.setNumThreads(1)
         tf.config.threading.set_intra_op_parallelism_threads(1)
         tf.config.threading.set_inter_op_parallelism_threads(1)
-        from app.nose import NoseTracker
-        from app.translator import Translator
-        self.nose = NoseTracker.load(str(ROOT / "models" / "nose_tracker"))
-        self.translator = Translator.load(ROOT / "models" / "translator",
+        from app.servables.nose_tracker.model import NoseTracker
+        from app.servables.translator.model import Translator
+        self.nose = NoseTracker.load(str(version_dir("nose_tracker")))
+        self.translator = Translator.load(version_dir("translator"),
                                           cache_size=int(os.environ.get("TRANSLATE_CACHE_SIZE", "4096")))
         self.nose.warmup()
         self.translator.warmup()
         self.lock = threading.Lock()  # one translation at a time per worker, like ours without batching
 
     def _nose(self, data: bytes) -> dict:
-        from app.imaging import decode_image
+        from app.serving.imaging import decode_image
         img = decode_image(data, 40_000_000)
         p = self.nose.predict(img)
         return {**p.as_dict(), "model_version": self.nose.version}

@@ -20,6 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from app.serving.repository import version_dir  # noqa: E402
 
 
 def build_app(threads: int, cache_size: int):
@@ -30,12 +31,12 @@ def build_app(threads: int, cache_size: int):
     cv2.setNumThreads(threads)
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    from app.imaging import decode_image
-    from app.nose import NoseTracker
-    from app.translator import Translator
+    from app.serving.imaging import decode_image
+    from app.servables.nose_tracker.model import NoseTracker
+    from app.servables.translator.model import Translator
 
-    nose = NoseTracker.load(str(ROOT / "models" / "nose_tracker"))
-    translator = Translator.load(ROOT / "models" / "translator", cache_size=cache_size)
+    nose = NoseTracker.load(str(version_dir("nose_tracker")))
+    translator = Translator.load(version_dir("translator"), cache_size=cache_size)
     nose.warmup()
     translator.warmup()
     lock = threading.Lock()  # the one global model lock

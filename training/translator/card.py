@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from app.translator import sha256_file
+from app.serving.artifacts import sha256_file
 from training.translator import paths
 
 

@@ -69,7 +69,7 @@ def main(argv=None):
     import tensorflow as tf
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    from app.translator import Translator
+    from app.servables.translator.model import Translator
 
     rows, refs = read_split(args.work / f"{args.split}.tsv")
     sentences = list(refs)

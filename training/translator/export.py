@@ -28,7 +28,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     import tensorflow as tf
-    from app.transformer import Transformer
+    from app.servables.translator.transformer import Transformer
 
     config = json.loads((args.work / "config.json").read_text())
     model = Transformer(**{**config, "dropout": 0.0}).build_weights()

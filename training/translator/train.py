@@ -34,7 +34,7 @@ def encode_file(sp, path: Path, max_len: int):
 
 def make_batches(src, tgt, tokens: int, rng: np.random.Generator):
     """Group pairs into fixed-shape batches: (src [B,L], tgt_in [B,L], tgt_out [B,L])."""
-    from app.transformer import BOS, EOS
+    from app.servables.translator.transformer import BOS, EOS
     need = np.array([max(len(s), len(t)) + 1 for s, t in zip(src, tgt)])
     bucket = np.searchsorted(BUCKETS, need)
     out = []
@@ -101,7 +101,7 @@ def main(argv=None):
     tf.config.threading.set_inter_op_parallelism_threads(1)
     import keras
     import sentencepiece as spm
-    from app.transformer import PAD, Transformer
+    from app.servables.translator.transformer import PAD, Transformer
 
     keras.utils.set_random_seed(args.seed)
     if args.precision == "bfloat16":
