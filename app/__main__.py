@@ -6,13 +6,15 @@
   translator's own CLI);
 * ``env``: ``export`` lines with the defaults of every setting not already set
   in the environment (used by start.sh);
-* ``healthcheck``: GET /readyz over the uwsgi protocol (container HEALTHCHECK).
+* ``healthcheck``: GET /readyz over the uwsgi protocol (container HEALTHCHECK);
+* ``nginx-allow``: the lines of nginx's ``$nginx_allow`` map, from the app's routes.
 """
 from __future__ import annotations
 
 import sys
 
-USAGE = "usage: python -m app {serve [--host H] [--port P] | translate [--beam N] | env | healthcheck}"
+USAGE = ("usage: python -m app {serve [--host H] [--port P] | translate [--beam N] | env | healthcheck | "
+         "nginx-allow}")
 
 
 def serve(argv: list[str]) -> int:
@@ -52,6 +54,9 @@ def main(argv: list[str]) -> int:
         from .config import shell_exports
         sys.stdout.write(shell_exports())
         return 0
+    if cmd == "nginx-allow":
+        from .web.nginx_map import main as nginx_allow
+        return nginx_allow(argv[2:])
     if cmd == "healthcheck":
         from .runtime.healthcheck import main as hc
         return hc(argv[2:])

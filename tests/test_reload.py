@@ -117,7 +117,7 @@ def test_touch_reload_whole_app(stack):
     r = stack.get("/version")
     assert r.json()["app"]["revision"] == "rev-3"
     # exact counters survive worker replacement (files of dead workers are kept)
-    assert stack.get("/api/stats").json()["summary"]["base64"] >= 100
+    assert stack.get("/api/stats").json()["metrics"]["counts"]["image_64"] >= 100
 
 
 @pytest.mark.kills_workers

@@ -13,8 +13,10 @@ inside the model's own folder (``servable:DigitsServable`` is ``<name>/servable.
 user's model brings its own pre- and post-processing and needs no edit under ``app/``.
 
 Version policy: the highest version (compared part by part, numbers as numbers:
-``1.10.0`` > ``1.9.2``, ``2026.11.22-step4076`` > ``2026.11.3``), unless ``<NAME>_VERSION``
-pins one (``NOSE_TRACKER_VERSION=1.4.0``).
+``1.10.0`` > ``1.9.2``, ``2026.11.22-step4076`` > ``2026.11.3``), unless a pin names one:
+``<NAME>_VERSION`` in the environment (``NOSE_TRACKER_VERSION=1.4.0``), else ``"version"``
+in model.json. The manifest pin is read by every (re)started worker, so a rollback on a
+running server is: set it, then chain-reload (``./start.sh reload``).
 """
 from __future__ import annotations
 
@@ -88,12 +90,14 @@ def list_models(root: Path) -> list[str]:
 
 
 def select_version(entry: ModelEntry, environ: Mapping[str, str]) -> str:
-    """The version to serve: ``<NAME>_VERSION`` if set, else the highest."""
+    """The version to serve: ``<NAME>_VERSION`` if set, else model.json's ``version``, else the highest."""
     var = f"{model_env_prefix(entry.name)}_VERSION"
-    pin = (environ.get(var) or "").strip()
+    pin, where = (environ.get(var) or "").strip(), var
+    if not pin and entry.manifest.get("version") is not None:
+        pin, where = str(entry.manifest["version"]).strip(), f"{entry.path / MANIFEST} 'version'"
     if pin:
         if pin not in entry.versions:
-            raise RepositoryError(f"{var}={pin!r} but model {entry.name} has versions {entry.versions}")
+            raise RepositoryError(f"{where} pins {pin!r} but model {entry.name} has versions {entry.versions}")
         return pin
     if not entry.versions:
         raise RepositoryError(f"model {entry.name} has no version folder in {entry.path}")
