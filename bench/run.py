@@ -53,6 +53,11 @@ ENDPOINTS = {  # key: (path, content type, body source, label)
     "paragraph": ("/api/translate", "application/json", "paragraphs",
                   "POST /api/translate (3-sentence paragraph, greedy)"),
     "result": ("/result", "application/x-www-form-urlencoded", "forms", "POST /result (HTML form, 10-word sentence)"),
+    # the same inputs through the Open Inference Protocol (our stack only)
+    "v2-image": ("/v2/models/nose_tracker/infer", "application/json", "v2image",
+                 "POST /v2/models/nose_tracker/infer (640x480 JPEG, base64 BYTES tensor)"),
+    "v2-translate": ("/v2/models/translator/infer", "application/json", "v2sentences",
+                     "POST /v2/models/translator/infer (10-word sentence, BYTES tensor)"),
     # no model, no body: what nginx + uWSGI + Flask + wrk alone cost on these cores (our stack only)
     "healthz": ("/healthz", None, "none", "GET /healthz (no model: the HTTP stack's ceiling)"),
 }
@@ -79,6 +84,8 @@ def build_inputs(tmp: Path, seed: int = 0) -> dict:
                  f"Content-Type: image/jpeg\r\n\r\n").encode() + jpg + f"\r\n--{boundary}--\r\n".encode()
     (tmp / "multipart.bin").write_bytes(multipart)
     (tmp / "image64.json").write_text(json.dumps({"image": base64.b64encode(jpg).decode()}))
+    (tmp / "v2image.json").write_text(json.dumps({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
+                                                              "data": [base64.b64encode(jpg).decode()]}]}))
     ten, short = set(), set()
     with open(SENTENCES, encoding="utf-8") as fh:
         for line in fh:
@@ -96,11 +103,14 @@ def build_inputs(tmp: Path, seed: int = 0) -> dict:
     (tmp / "sentences.txt").write_text("\n".join(json.dumps({"text": s}, ensure_ascii=False) for s in ten) + "\n")
     (tmp / "paragraphs.txt").write_text("\n".join(json.dumps({"text": p}, ensure_ascii=False)
                                                   for p in paragraphs) + "\n")
+    (tmp / "v2sentences.txt").write_text("\n".join(json.dumps({"inputs": [
+        {"name": "text", "shape": [1], "datatype": "BYTES", "data": [s]}]}, ensure_ascii=False) for s in ten) + "\n")
     (tmp / "forms.txt").write_text("\n".join(urllib.parse.urlencode({"English": s}) for s in ten) + "\n")
     (tmp / "repeated.txt").write_text(json.dumps({"text": ten[0]}) + "\n")
     return {"jpeg_bytes": len(jpg), "jpeg_size": [640, 480], "sentences": len(ten), "paragraphs": len(paragraphs),
             "example_sentence": ten[0], "example_paragraph": paragraphs[0], "face": row["path"],
             "files": {"multipart": tmp / "multipart.bin", "image64": tmp / "image64.json",
+                      "v2image": tmp / "v2image.json", "v2sentences": tmp / "v2sentences.txt",
                       "sentences": tmp / "sentences.txt", "paragraphs": tmp / "paragraphs.txt",
                       "forms": tmp / "forms.txt", "repeated": tmp / "repeated.txt"},
             "boundary": boundary, "ten": ten[:64]}
@@ -115,7 +125,7 @@ def wrk_cell(base: str, endpoint: str, inputs: dict, conc: int, duration: float,
     f = inputs["files"].get(src)
     if src == "none":
         env["BENCH_METHOD"] = "GET"
-    elif src in ("multipart", "image64"):
+    elif src in ("multipart", "image64", "v2image"):
         env["BENCH_BODY_FILE"] = str(f)
     else:
         env["BENCH_BODIES_FILE"] = str(f)

@@ -65,13 +65,15 @@ def children(pid: int) -> list[int]:
 class OurStack:
     """nginx -> uWSGI -> Flask, exactly as start.sh runs it, with overrides."""
 
-    def __init__(self, overrides: dict | None = None, workers: int = 2):
+    def __init__(self, overrides: dict | None = None, workers: int = 2, root: Path = ROOT):
+        """root: the tree whose app/, app.ini and nginx/ run (another commit's, to compare)."""
+        self.root = Path(root)
         self.tmp = Path(tempfile.mkdtemp(prefix="bench-stack-"))
         self.port, self.app_port = free_port(), free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.workers = workers
         ov = {
-            "APP_ROOT": str(ROOT), "RUN_DIR": str(self.tmp),
+            "APP_ROOT": str(self.root), "RUN_DIR": str(self.tmp),
             "APP_SOCKET": f"127.0.0.1:{self.app_port}", "APP_UPSTREAM": f"127.0.0.1:{self.app_port}",
             "PORT": str(self.port), "BIND_HOST": "127.0.0.1", "WORKERS": str(workers),
             "TOUCH_RELOAD": str(self.tmp / "reload"), "TOUCH_CHAIN_RELOAD": str(self.tmp / "chain-reload"),
@@ -94,10 +96,10 @@ class OurStack:
             (self.tmp / f).touch()
         uwsgi = str(VENV / "bin" / "uwsgi") if (VENV / "bin" / "uwsgi").exists() else shutil.which("uwsgi")
         t0 = time.time()
-        self.uwsgi = subprocess.Popen([uwsgi, "--ini", str(ROOT / "app.ini")], env=self.env, cwd=ROOT,
+        self.uwsgi = subprocess.Popen([uwsgi, "--ini", str(self.root / "app.ini")], env=self.env, cwd=self.root,
                                       stdout=open(self.tmp / "uwsgi.log", "ab"), stderr=subprocess.STDOUT,
                                       start_new_session=True)
-        conf = subprocess.run([str(ROOT / "nginx" / "render.sh")], env=self.env, check=True,
+        conf = subprocess.run([str(self.root / "nginx" / "render.sh")], env=self.env, check=True,
                               capture_output=True, text=True).stdout.strip()
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
         self.nginx = subprocess.Popen([nginx, "-e", self.env["NGINX_ERROR_LOG"], "-p", self.env["NGINX_RUN_DIR"],

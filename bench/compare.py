@@ -1,0 +1,117 @@
+"""This tree against an earlier commit, in one run on one machine: the legacy endpoints at
+c=1/8/32 on both, and the Open Inference Protocol routes against the legacy ones at c=32.
+
+    .venv/bin/python bench/compare.py --base 02ab199            # ~6 min; Markdown to stdout
+    .venv/bin/python bench/compare.py --base 02ab199 --rounds 1 --duration 3
+
+The earlier commit is exported with ``git archive`` into a temporary directory and run from
+there (its own app/, app.ini and nginx templates, the same .venv). Rounds alternate which
+stack goes first, and each cell's figure is the median over rounds, so drift on a shared
+machine falls on both sides. Translator cache off on both (TRANSLATE_CACHE_SIZE=0), as in
+bench/run.py; loopback only, every wrk cell bounded in time and count.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.run import ENDPOINTS, RESULTS, build_inputs, drain, machine, md_table, ours_env, wrk_cell  # noqa: E402
+from bench.stack import OurStack  # noqa: E402
+
+LEGACY = ["image-bin", "image-64", "translate"]
+V2 = {"v2-image": "image-64", "v2-translate": "translate"}  # V2 route -> the legacy route it is compared with
+
+
+def export_commit(rev: str, dest: Path) -> str:
+    sha = subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, check=True, capture_output=True,
+                         text=True).stdout.strip()
+    archive = subprocess.run(["git", "archive", "--format=tar", sha], cwd=ROOT, check=True, capture_output=True)
+    dest.mkdir(parents=True)
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    return sha
+
+
+def run_stack(root: Path, label: str, cells: list[tuple[str, int]], a, inputs: dict) -> dict:
+    st = OurStack(ours_env(), workers=2, root=root)
+    out = {}
+    try:
+        st.start()
+        for ep in dict.fromkeys(e for e, _ in cells):
+            wrk_cell(st.base, ep, inputs, 8, 1, 0)  # warm-up, not recorded
+        for ep, c in cells:
+            drain(st.worker_pids)
+            r = wrk_cell(st.base, ep, inputs, c, a.duration, a.max_requests)
+            out[(ep, c)] = r
+            print(f"  {label:6s} {ep:12s} c={c:<3d} {r['rps']:8.1f} req/s  p50 {r['p50_ms']:7.2f} ms  "
+                  f"errors {r['errors']}", flush=True)
+    finally:
+        st.stop()
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--base", required=True, help="the earlier commit (e.g. the one before a change)")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--duration", type=float, default=5.0, help="seconds per wrk cell")
+    ap.add_argument("--max-requests", type=int, default=20000)
+    ap.add_argument("--json", help="output JSON path (default bench/results/compare-<time>.json)")
+    a = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-compare-"))
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    try:
+        base_sha = export_commit(a.base, tmp / "base")
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True).stdout.strip()
+        inputs = build_inputs(tmp)
+        legacy_cells = [(e, c) for e in LEGACY for c in (1, 8, 32)]
+        v2_cells = [(e, 32) for e in V2]
+        runs: dict[str, list[dict]] = {"base": [], "head": []}
+        print(f"# compare {head} (this tree) with {base_sha}, {a.rounds} rounds, {machine()['cpu']}", flush=True)
+        for r in range(a.rounds):
+            order = ("base", "head") if r % 2 == 0 else ("head", "base")
+            for side in order:
+                root = tmp / "base" if side == "base" else ROOT
+                cells = legacy_cells + (v2_cells if side == "head" else [])
+                runs[side].append(run_stack(root, side, cells, a, inputs))
+        med = {side: {k: statistics.median(run[k]["rps"] for run in rs) for k in rs[0]} for side, rs in runs.items()}
+        rows = []
+        for e, c in legacy_cells:
+            b, h = med["base"][(e, c)], med["head"][(e, c)]
+            rows.append([ENDPOINTS[e][3], c, f"{b:.1f}", f"{h:.1f}", f"{h / b:.3f}"])
+        print("\n## Legacy endpoints: this tree vs " + base_sha + " (req/s, median of rounds)\n")
+        print(md_table(["endpoint", "c", base_sha, head, "ratio"], rows))
+        rows = []
+        for v2, legacy in V2.items():
+            h, l2 = med["head"][(v2, 32)], med["head"][(legacy, 32)]
+            rows.append([ENDPOINTS[v2][3], 32, f"{h:.1f}", f"{l2:.1f}", f"{h / l2:.3f}"])
+        print("\n## Open Inference Protocol vs the legacy route, this tree, c=32 (req/s)\n")
+        print(md_table(["V2 route", "c", "V2", "legacy", "ratio"], rows))
+        errors = sum(r["errors"] for rs in runs.values() for run in rs for r in run.values())
+        print(f"\nerrors in all cells: {errors}")
+        out = {"started": started, "machine": machine(), "base": base_sha, "head": head, "args": vars(a),
+               "runs": {side: [{f"{e}@{c}": r for (e, c), r in run.items()} for run in rs]
+                        for side, rs in runs.items()},
+               "median_rps": {side: {f"{e}@{c}": v for (e, c), v in m.items()} for side, m in med.items()},
+               "errors": errors}
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        path = Path(a.json) if a.json else RESULTS / f"compare-{started.replace(':', '')}.json"
+        path.write_text(json.dumps(out, indent=1))
+        print(f"JSON: {path}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
