@@ -1,6 +1,6 @@
 """Forward-pass latency of the shipped nose tracker through cv2.dnn, ONE thread.
 
-  .venv/bin/python training/nose_tracker/bench.py [--pb models/nose_tracker/nose_tracker.pb] [--n 500]
+  .venv/bin/python training/nose_tracker/bench.py [--pb models/nose_tracker/1.4.0/nose_tracker.pb] [--n 500]
 
 Times net.setInput(blob) + net.forward() for one 1x3x112x112 float32 blob (the
 preprocessing is not included) and prints median / p90 / min in milliseconds,
@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-DEFAULT_PB = Path(__file__).resolve().parents[2] / "models" / "nose_tracker" / "nose_tracker.pb"
+DEFAULT_PB = Path(__file__).resolve().parents[2] / "models" / "nose_tracker" / "1.4.0" / "nose_tracker.pb"
 
 
 def bench(pb, n=500, threads=1, batch=1):

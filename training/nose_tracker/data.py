@@ -85,8 +85,10 @@ def split_indices(sources: np.ndarray, seed: int = 0, frac=(0.8, 0.1, 0.1)):
 
 
 def contract_blob(img: np.ndarray) -> np.ndarray:
-    """The server's exact preprocessing: whole image -> 1x3x112x112 float32 BGR/255 NCHW."""
-    return np.transpose(cv2.resize(img, (SIZE, SIZE)) / 255, [2, 0, 1])[None].astype(np.float32)
+    """The server's exact preprocessing (the one copy: app/servables/nose_tracker/contract.py):
+    whole image -> 1x3x112x112 float32 BGR/255 NCHW."""
+    from app.servables.nose_tracker.contract import preprocess
+    return preprocess(img)
 
 
 def frame_photo(img: np.ndarray, pts: np.ndarray, width: int = 640, height: int = 480):

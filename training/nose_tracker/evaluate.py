@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from data import contract_blob, data_dir, frame_photo, load_labels, split_indices  # noqa: E402
 
-DEFAULT_PB = HERE.parents[1] / "models" / "nose_tracker" / "nose_tracker.pb"
+DEFAULT_PB = HERE.parents[1] / "models" / "nose_tracker" / "1.4.0" / "nose_tracker.pb"  # the shipped version
 
 
 def _summary(nme, px):

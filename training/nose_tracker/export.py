@@ -6,7 +6,7 @@ folding on the frozen graph first produces a plain Const->Conv2D/... graph that
 OpenCV imports and that matches Keras to ~1e-7.
 
 Usage:
-  .venv/bin/python training/nose_tracker/export.py --weights W.weights.h5 --out models/nose_tracker/nose_tracker.pb
+  .venv/bin/python training/nose_tracker/export.py --weights W.weights.h5 --out models/nose_tracker/1.4.0/nose_tracker.pb
 """
 from __future__ import annotations
 
@@ -115,7 +115,7 @@ def main():
     ap.add_argument("--weights", required=True, help="weights saved by train.py (its training graph)")
     ap.add_argument("--width", type=float, default=1.0)
     ap.add_argument("--deep", type=int, default=128, help="channels of the 14x14 blocks (train.py --deep)")
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[2] / "models/nose_tracker/nose_tracker.pb"))
+    ap.add_argument("--out", required=True, help="the .pb to write, e.g. models/nose_tracker/1.5.0/nose_tracker.pb")
     a = ap.parse_args()
     trained = build(a.width, a.deep, for_training=True)
     trained.load_weights(a.weights)

@@ -9,9 +9,9 @@ images in memory (and in $NOSE_CACHE_DIR, default /tmp/nose_tracker_cache) -> tr
 augmented face crops + whole-image samples under a wall-clock budget (cosine LR over the
 budget; pass --steps N to make the schedule step-based and exactly repeatable; the training
 graph has fused BatchNorm and Reshape heads) -> copy the weights into the importer-safe graph
--> export models/nose_tracker/nose_tracker.pb (frozen + grappler constant folding) -> check OpenCV
+-> export models/nose_tracker/<version>/nose_tracker.pb (frozen + grappler constant folding) -> check OpenCV
 against Keras -> evaluate dev (and test with --test) through OpenCV with the server's
-whole-image preprocessing -> write models/nose_tracker/metadata.json.
+whole-image preprocessing -> write models/nose_tracker/<version>/metadata.json.
 
 TF uses --threads intra-op threads (default 2) and OpenCV one.
 """
@@ -55,8 +55,9 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval-every", type=float, default=4.0, help="minutes between dev evaluations")
     ap.add_argument("--run-dir", default=os.environ.get("NOSE_RUN_DIR", "/tmp/nose_tracker_runs/latest"))
-    ap.add_argument("--out", default=str(HERE.parents[1] / "models" / "nose_tracker"))
-    ap.add_argument("--version", default="1.4.0")
+    ap.add_argument("--version", default="1.4.0", help="the model version (its folder in the model repository)")
+    ap.add_argument("--out", default=None,
+                    help="version directory to write (default: models/nose_tracker/<--version>)")
     ap.add_argument("--test", action="store_true", help="also evaluate the test split (do this once, at the end)")
     ap.add_argument("--no-export", action="store_true")
     ap.add_argument("--export-only", action="store_true",
@@ -203,7 +204,7 @@ def main():
 
     from export import compare, freeze_keras, sha256
     from evaluate import evaluate_pb
-    out = Path(a.out)
+    out = Path(a.out) if a.out else HERE.parents[1] / "models" / "nose_tracker" / a.version
     trained = model
     model = build(a.width, a.deep)  # the importer-safe graph, same weights
     transfer_weights(trained, model)
