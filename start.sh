@@ -12,6 +12,10 @@
 #
 # Configuration: environment variables, defaults in app/config.py
 # (`python -m app env` prints them). PORT=9000 ./start.sh serves on :9000.
+# start writes the stack's effective settings to $RUN_DIR/stack.env (API_KEYS left out);
+# status, stop and reload read them from there, so `./start.sh status` after
+# `PORT=9000 ./start.sh` looks at :9000 (only RUN_DIR must match: it says where the file is).
+# restart stops the running stack with its settings, then starts with the environment's.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -33,6 +37,52 @@ load_env() {
     if [[ -z "${PROMETHEUS_MULTIPROC_DIR:-}" ]]; then
         export PROMETHEUS_MULTIPROC_DIR="$RUN_DIR/prometheus"
     fi
+}
+
+# --- the running stack's settings ($RUN_DIR/stack.env) -------------------------
+stack_env_file() {
+    local run=${RUN_DIR:-run}
+    [[ "$run" == /* ]] || run="${APP_ROOT:-$ROOT}/$run"
+    echo "$run/stack.env"
+}
+
+# load_stack_env [quiet]: export the settings of the stack started from this RUN_DIR (if
+# stack.env is there); they replace the environment's, with a note when one differs.
+load_stack_env() {
+    local f line name old
+    f=$(stack_env_file)
+    [[ -f "$f" ]] || return 0
+    while IFS= read -r line; do
+        [[ "$line" =~ ^export\ ([A-Z][A-Z0-9_]*)= ]] || continue
+        name=${BASH_REMATCH[1]}
+        old=${!name-}
+        [[ -n "${!name+set}" ]] || old=$'\x01unset'
+        eval "$line"
+        if [[ "${1:-}" != quiet && "$old" != $'\x01unset' && "$old" != "${!name}" ]]; then
+            log "note: using the running stack's $name=${!name} ($f) instead of $name=$old"
+        fi
+    done < "$f"
+}
+
+write_stack_env() {
+    # after load_env, so every setting is exported: their effective values, one a line
+    local f="$RUN_DIR/stack.env"
+    (umask 077 && "$(python_bin)" - > "$f.tmp" <<'PY') && mv -f "$f.tmp" "$f"
+import shlex
+from app.config import SETTINGS, effective_env
+eff = effective_env()
+print("# settings of the stack start.sh started (read by start.sh status/stop/reload)")
+for s in SETTINGS:
+    v = eff[s.name]
+    if s.name != "API_KEYS" and "\n" not in v:
+        print(f"export {s.name}={shlex.quote(v)}")
+PY
+}
+
+stack_base() {
+    local host=$BIND_HOST
+    [[ "$host" == 0.0.0.0 ]] && host=127.0.0.1
+    echo "http://${host}:${PORT}"
 }
 
 reset_metrics_dir() {
@@ -118,21 +168,28 @@ wait_ready() {
     return 1
 }
 
+stack_up() { pid_alive "$APP_PIDFILE" uwsgi && pid_alive "$NGINX_RUN_DIR/nginx.pid" nginx; }
+
 start_native() {
     ensure_venv
     ensure_nginx
     load_env
-    local base="http://${BIND_HOST}:${PORT}"
-    [[ "$BIND_HOST" == 0.0.0.0 ]] && base="http://127.0.0.1:${PORT}"
-    if pid_alive "$APP_PIDFILE" uwsgi && pid_alive "$NGINX_RUN_DIR/nginx.pid" nginx; then
+    local base
+    if ( load_stack_env quiet && stack_up ); then
+        load_stack_env  # the running stack's settings (its port), with a note where they differ
+        base=$(stack_base)
         log "already running (uWSGI pid $(cat "$APP_PIDFILE"), nginx pid $(cat "$NGINX_RUN_DIR/nginx.pid"))"
         wait_ready "$base/readyz"
         echo "$base/"
         return 0
     fi
-    stop_native quiet
+    # leftovers of an earlier stack, stopped with that stack's settings (in a subshell: they
+    # must not replace the ones this start was asked for)
+    ( stop_native quiet )
+    base=$(stack_base)
     prepare_dirs
     reset_metrics_dir
+    write_stack_env
     echo native > "$RUN_DIR/mode"
 
     log "starting uWSGI ($WORKERS workers x $THREADS threads) on $APP_SOCKET"
@@ -166,11 +223,12 @@ stop_pid() {
 }
 
 stop_native() {
+    load_stack_env "${1:-}"
     load_env
     # uWSGI first (in-flight requests finish, up to RELOAD_MERCY), nginx last
     stop_pid "$APP_PIDFILE" uwsgi TERM $((RELOAD_MERCY + 10))
     stop_pid "$NGINX_RUN_DIR/nginx.pid" nginx QUIT 30
-    rm -f "$RUN_DIR/mode"
+    rm -f "$RUN_DIR/mode" "$RUN_DIR/stack.env"
     [[ "${1:-}" == quiet ]] || log "stopped"
 }
 
@@ -187,6 +245,7 @@ start_docker() {
     compose up -d --build
     echo docker > "$ROOT/run/mode"
     local port=${PORT:-8080}
+    printf '# the docker-compose stack start.sh started\nexport PORT=%q\n' "$port" > "$ROOT/run/stack.env"
     RUN_DIR="$ROOT/run" NGINX_ERROR_LOG="docker-compose logs" wait_ready "http://127.0.0.1:${port}/readyz" \
         || die "the stack did not become ready (docker-compose logs)"
     echo "http://127.0.0.1:${port}/"
@@ -204,20 +263,24 @@ cmd_start() {
 cmd_stop() {
     if [[ -f "$ROOT/run/mode" && $(cat "$ROOT/run/mode") == docker ]]; then
         compose down
-        rm -f "$ROOT/run/mode"
+        rm -f "$ROOT/run/mode" "$ROOT/run/stack.env"
     else
         stop_native
     fi
 }
 
 cmd_status() {
+    load_stack_env
     load_env
+    local f; f=$(stack_env_file)
+    if [[ -f "$f" ]]; then echo "settings: $f"; else echo "settings: environment (no $f)"; fi
     if pid_alive "$APP_PIDFILE" uwsgi; then echo "uwsgi: running (pid $(cat "$APP_PIDFILE"))"; else echo "uwsgi: stopped"; fi
     if pid_alive "$NGINX_RUN_DIR/nginx.pid" nginx; then echo "nginx: running (pid $(cat "$NGINX_RUN_DIR/nginx.pid"))"; else echo "nginx: stopped"; fi
-    echo "readyz: $(http_status "http://127.0.0.1:${PORT}/readyz")"
+    echo "readyz: $(http_status "$(stack_base)/readyz") ($(stack_base)/readyz)"
 }
 
 cmd_reload() {
+    load_stack_env
     load_env
     mkdir -p "$(dirname "$TOUCH_CHAIN_RELOAD")"
     touch "$TOUCH_CHAIN_RELOAD"
@@ -228,7 +291,7 @@ case "${1:-start}" in
     start|up) cmd_start "${2:-}" ;;
     native) cmd_start native ;;
     stop|down) cmd_stop ;;
-    restart) cmd_stop; cmd_start "${2:-}" ;;
+    restart) ( cmd_stop ); cmd_start "${2:-}" ;;
     status) cmd_status ;;
     reload) cmd_reload ;;
     uwsgi) cmd_uwsgi ;;

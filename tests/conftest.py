@@ -39,6 +39,19 @@ STARTUP_TIMEOUT = float(os.environ.get("E2E_STARTUP_TIMEOUT", "300"))
 INCIDENT = re.compile(r"DAMN ! worker|!!! uWSGI process \d+ got|HARAKIRI ON WORKER|Fatal Python error|watchdog: ")
 
 
+def in_ci() -> bool:
+    """CI is set (``.ci/run``: CI=true), where every tool and the shared data a check needs are installed."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def skip_or_fail(reason: str):
+    """pytest.skip(reason) on a developer's machine; in CI a failure, because there a missing
+    tool or data set means the CI setup is broken, and a skip would hide the check."""
+    if in_ci():
+        pytest.fail(f"{reason} [CI is set: a check CI is meant to run must not be skipped]", pytrace=False)
+    pytest.skip(reason)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -281,6 +294,33 @@ def stack(tmp_path_factory):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "kills_workers: the test kills uWSGI workers on purpose")
+    config.addinivalue_line("markers", "ci_may_skip(reason): this test may be skipped even when CI is set")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """With CI set, a skipped test is reported as failed (unless marked ci_may_skip): the safety
+    net behind skip_or_fail() for every pytest.skip / importorskip / skipif in tests/, so that a
+    tool or data set missing in CI (chromium, wrk, docker-compose, ../shared, TensorFlow) fails
+    the run instead of silently dropping its check."""
+    rep = yield
+    if (rep.skipped and not hasattr(rep, "wasxfail") and in_ci()
+            and item.get_closest_marker("ci_may_skip") is None):
+        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) and len(rep.longrepr) == 3 else str(rep.longrepr)
+        rep.outcome = "failed"
+        rep.longrepr = (f"skipped in CI: {reason}\nCI is set, and a check CI is meant to run must not be skipped "
+                        f"(install what it needs, see .ci/run; or mark the test ci_may_skip)")
+    return rep
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector):
+    """The same for a whole module skipped at collection (pytest.importorskip at module level)."""
+    rep = yield
+    if rep.outcome == "skipped" and in_ci():
+        rep.outcome = "failed"
+        rep.longrepr = f"skipped in CI at collection: {rep.longrepr}\nCI is set: a check CI is meant to run must not be skipped"
+    return rep
 
 
 @pytest.fixture(autouse=True)
@@ -322,7 +362,7 @@ def shared_faces(n: int = 4) -> list[dict]:
     """A few real faces from ../shared (never copied into the repo)."""
     labels = NOSE_DATA / "labels.csv"
     if not labels.exists():
-        pytest.skip(f"shared face data not found at {NOSE_DATA} (set SHARED_DIR or put ../shared beside the repo)")
+        skip_or_fail(f"shared face data not found at {NOSE_DATA} (set SHARED_DIR or put ../shared beside the repo)")
     rows = []
     with open(labels, newline="") as fh:
         for row in csv.DictReader(fh):
@@ -333,7 +373,7 @@ def shared_faces(n: int = 4) -> list[dict]:
             if len(rows) >= n:
                 break
     if not rows:
-        pytest.skip("no face images found in the shared data")
+        skip_or_fail("no face images found in the shared data")
     return rows
 
 

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT, nginx_bin, free_port
+from conftest import ROOT, free_port, nginx_bin, skip_or_fail
 
 DOCKERFILES = ["Dockerfile-flask", "Dockerfile-nginx"]
 
@@ -69,7 +69,7 @@ def _compose_cmd():
 def test_docker_compose_config_valid():
     cmd = _compose_cmd()
     if cmd is None:
-        pytest.skip("docker-compose is not installed (apt-get install docker-compose)")
+        skip_or_fail("docker-compose is not installed (apt-get install docker-compose; .ci/run installs it)")
     out = subprocess.run(cmd + ["-f", str(ROOT / "docker-compose.yml"), "config"], capture_output=True,
                          text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr

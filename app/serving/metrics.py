@@ -185,15 +185,25 @@ def _collect() -> _Sums:
     return sums
 
 
+#: ``endpoint`` labels that are not the API or its pages: ``static`` (files under /static/ and
+#: /favicon.ico when the app serves them: the dev server; nginx serves them in the stack) and
+#: ``unmatched`` (no route: an unknown path such as a browser's or a scanner's guess, or a
+#: known path with a method it does not take). Their 4xx are counted apart from the API's errors.
+NON_API_LABELS = ("static", "unmatched")
+
+
 def _requests(sums: _Sums) -> dict:
     counts: dict[str, int] = defaultdict(int)
     errors: dict[str, int] = defaultdict(int)
     by_status: dict[str, int] = defaultdict(int)
+    errors_by_status: dict[str, int] = defaultdict(int)
+    other_by_status: dict[str, int] = defaultdict(int)
     for (ep, status), v in sums.by("http_requests_total").items():
         counts[ep] += int(v)
         by_status[status] += int(v)
         if int(status) >= 400:
             errors[ep] += int(v)
+            (other_by_status if ep in NON_API_LABELS else errors_by_status)[status] += int(v)
     buckets: dict[str, dict[float, float]] = defaultdict(dict)
     for (ep, le), v in sums.by("http_request_duration_seconds_bucket").items():
         buckets[ep][float(le)] = v
@@ -201,7 +211,12 @@ def _requests(sums: _Sums) -> dict:
     latency = {ep: {**_percentiles(b), "count": int(b.get(math.inf, 0)),
                     "mean_ms": round(lat_sum.get(ep, 0) / b[math.inf] * 1000, 1) if b.get(math.inf) else None}
                for ep, b in buckets.items()}
-    return {"counts": dict(counts), "errors": dict(errors), "errors_total": sum(errors.values()),
+    return {"counts": dict(counts), "errors": dict(errors),
+            # errors of the API and its pages; the static/unmatched ones are errors_other_total
+            "errors_total": sum(n for ep, n in errors.items() if ep not in NON_API_LABELS),
+            "errors_by_status": dict(sorted(errors_by_status.items())),
+            "errors_other_total": sum(n for ep, n in errors.items() if ep in NON_API_LABELS),
+            "errors_other_by_status": dict(sorted(other_by_status.items())),
             "requests_total": sum(counts.values()), "by_status": dict(by_status), "latency_ms": latency}
 
 
@@ -238,6 +253,28 @@ def _models(sums: _Sums) -> dict:
             },
         }
     return dict(out)
+
+
+def history_counters() -> dict:
+    """The cumulative counters app/serving/history.py stores once a minute (all workers):
+    ``r``: {endpoint: {status: requests}}; ``m``: {model: {version: {"n": items, "c": infer()
+    calls, "b": {upper bound: cumulative count}}}} of model_inference_seconds."""
+    sums = _collect()
+    req: dict[str, dict[str, int]] = defaultdict(dict)
+    for (ep, status), v in sums.by("http_requests_total").items():
+        req[ep][status] = int(v)
+    models: dict[str, dict[str, dict]] = defaultdict(dict)
+
+    def entry(m, v):
+        return models[m].setdefault(v, {"n": 0, "c": 0, "b": {}})
+
+    for (m, v), n in sums.by("model_items_total").items():
+        entry(m, v)["n"] = int(n)
+    for (m, v), n in sums.by("model_inference_seconds_count").items():
+        entry(m, v)["c"] = int(n)
+    for (m, v, le), n in sums.by("model_inference_seconds_bucket").items():
+        entry(m, v)["b"][le] = int(n)
+    return {"r": dict(req), "m": dict(models)}
 
 
 def snapshot() -> dict:

@@ -1,16 +1,27 @@
-"""The dashboard (HTML and /api/stats), and a start page when no servable brings one."""
+"""The dashboard (HTML, /api/stats, /api/stats/history), /favicon.ico, and a start page when
+no servable brings one."""
 from __future__ import annotations
 
 import os
 import time
 
-from flask import Blueprint, current_app, redirect, render_template, url_for
+from flask import Blueprint, current_app, jsonify, redirect, render_template, request, send_from_directory, url_for
 
 from ..runtime.info import runtime_info, server_started, workers
-from ..serving import metrics
+from ..serving import history, metrics
+from ..serving.errors import ApiError
 from .helpers import core_config, endpoint, registry
 
 bp = Blueprint("pages", __name__)
+
+#: the window of the dashboard's charts
+DASHBOARD_MINUTES = 60
+
+
+@bp.before_app_request
+def _start_history_sampler():
+    # once per process, on its first request: never in the uWSGI master before the fork
+    history.ensure_sampler()
 
 
 def dashboard_endpoints() -> list[tuple[str, str]]:
@@ -23,6 +34,19 @@ def dashboard_endpoints() -> list[tuple[str, str]]:
             seen.add(fn.metrics_label)
             out.append((fn.metrics_label, title))
     return out
+
+
+def endpoint_models() -> dict[str, str]:
+    """metrics label -> model, of the routes marked with ``@endpoint(..., model=...)``."""
+    out = {}
+    for fn in current_app.view_functions.values():
+        if getattr(fn, "model", None) and getattr(fn, "metrics_label", None):
+            out[fn.metrics_label] = fn.model
+    return out
+
+
+def history_data(minutes: int = DASHBOARD_MINUTES) -> dict:
+    return history.history(minutes, endpoint_models(), list(registry().status()))
 
 
 def dashboard_data() -> dict:
@@ -52,7 +76,32 @@ def _fmt_uptime(seconds: float) -> str:
 def dashboard():
     data = dashboard_data()
     return render_template("dashboard.html", d=data, endpoints=dashboard_endpoints(),
-                           uptime=_fmt_uptime(data["uptime_s"]), pid=os.getpid())
+                           uptime=_fmt_uptime(data["uptime_s"]), pid=os.getpid(),
+                           history=history_data(), minutes=DASHBOARD_MINUTES)
+
+
+@bp.get("/api/stats/history")
+@endpoint("stats_history")
+def stats_history():
+    """Per-minute series of the last ``minutes`` (1..1440, default 60), all workers: requests/s,
+    per model items/s, requests/s and inference p50/p99, errors by HTTP status (see
+    app/serving/history.py)."""
+    raw = request.args.get("minutes", str(DASHBOARD_MINUTES))
+    try:
+        minutes = int(raw)
+    except ValueError:
+        minutes = 0
+    if not 1 <= minutes <= history.MAX_MINUTES:
+        raise ApiError(400, "invalid_parameter", f"minutes must be an integer from 1 to {history.MAX_MINUTES}")
+    return jsonify(history_data(minutes))
+
+
+@bp.get("/favicon.ico")
+@endpoint("static", public=True)
+def favicon():
+    """What browsers ask for unprompted; nginx answers it itself in the stack. Counted with the
+    static files (label ``static``), not as an API request."""
+    return send_from_directory(current_app.static_folder, "favicon.ico", mimetype="image/x-icon", max_age=86400)
 
 
 @endpoint("index", html=True)
