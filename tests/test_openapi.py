@@ -15,7 +15,8 @@ import pytest
 from conftest import ROOT
 
 #: Every path of the document: each model's own routes, ours, and the Open Inference Protocol's.
-PATHS = ["/image-64", "/image-bin", "/api/translate", "/healthz", "/readyz", "/version", "/api/stats", "/metrics",
+PATHS = ["/image-64", "/image-bin", "/api/translate", "/healthz", "/readyz", "/version", "/api/stats",
+         "/api/stats/history", "/metrics",
          "/v2", "/v2/health/live", "/v2/health/ready", "/v2/repository/index",
          "/v2/models/{model}", "/v2/models/{model}/ready", "/v2/models/{model}/infer",
          "/v2/models/{model}/versions/{version}", "/v2/models/{model}/versions/{version}/ready",

@@ -12,10 +12,6 @@ except ImportError:  # pragma: no cover - dev server / tests
 PROCESS_STARTED = time.time()
 
 
-def in_uwsgi() -> bool:
-    return uwsgi is not None
-
-
 def server_started() -> float:
     """When the server (uWSGI master, else this process) started."""
     if uwsgi is not None:

@@ -65,7 +65,6 @@ class Batcher:
         self._queue: deque[_Item] = deque()
         self._cond = threading.Condition()
         self._closed = False
-        self.batches = self.requests = 0  # counters (this process)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -182,8 +181,6 @@ class Batcher:
                 it.result = list(out[i:i + len(it.items)])
                 it.ms = ms
                 i += len(it.items)
-        self.batches += 1
-        self.requests += len(batch)
         if self.on_batch is not None:
             try:
                 self.on_batch(len(batch), len(items), key)

@@ -77,6 +77,11 @@ def _core_paths() -> dict:
                                      obj, (503,), secured=False, tags=health)},
         "/version": {"get": operation("App, worker and model versions", "version", obj, tags=health)},
         "/api/stats": {"get": operation("The dashboard's numbers (all workers)", "stats", obj, tags=health)},
+        "/api/stats/history": {"get": operation(
+            "Per-minute requests, errors by status and per-model throughput and p50/p99 (all workers)",
+            "statsHistory", obj, (400,), tags=health,
+            parameters=[{"name": "minutes", "in": "query", "required": False,
+                         "schema": {"type": "integer", "minimum": 1, "maximum": 1440, "default": 60}}])},
         "/metrics": {"get": operation("Prometheus metrics (all workers)", "metrics", {"type": "string"},
                                       tags=health, ok_type="text/plain")},
     }

@@ -71,7 +71,6 @@ class Translator:
         self.cache_size = cache_size
         self._cache: OrderedDict[tuple, list[int]] = OrderedDict()
         self._cache_lock = threading.Lock()
-        self.cache_hits = self.cache_misses = 0
 
     @classmethod
     def load(cls, model_dir: str | os.PathLike, cache_size: int = 4096) -> "Translator":
@@ -160,8 +159,6 @@ class Translator:
                     self._cache.move_to_end((beam, *ids))
                     out[i] = hit
             missing = [i for i, o in enumerate(out) if o is None]
-            self.cache_hits += len(sources) - len(missing)
-            self.cache_misses += len(missing)
         order = sorted(missing, key=lambda i: len(sources[i]))
         for start in range(0, len(order), MAX_BATCH):
             idx = order[start:start + MAX_BATCH]
@@ -200,7 +197,6 @@ class Translator:
                 decoded.append(hit)
             for ids in unique:
                 self._cache.move_to_end((beam, *ids))
-            self.cache_hits += len(unique)
         return self._render(decoded, layout)
 
     def _layout(self, texts: list[str]):
