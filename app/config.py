@@ -138,7 +138,7 @@ _PATH_SETTINGS = {
 def apply_library_defaults(environ=os.environ) -> None:
     """Give the environment variables that libraries read at import time (TensorFlow's
     TF_ENABLE_ONEDNN_OPTS) our defaults when unset. Called before the serving code first
-    imports TensorFlow (app/preload.py, the model registry, the translate CLI)."""
+    imports TensorFlow (app/runtime/preload.py, the thread pools of app/serving/threads.py, the translate CLI)."""
     for name in ("TF_ENABLE_ONEDNN_OPTS",):
         environ.setdefault(name, SETTINGS_BY_NAME[name].default)
 

@@ -1,4 +1,4 @@
-"""Dynamic batching of translation requests (app/batching.py).
+"""Dynamic batching of translation requests (app/serving/batching.py).
 
 Unit tests drive the Batcher with a recording function (no model); the end-to-end
 test sends new sentences concurrently through nginx + uWSGI and checks that every

@@ -140,7 +140,7 @@ def test_crashed_worker_is_respawned_reported_and_drops_out_of_metrics(stack):
     assert victim not in stack.worker_pids()
     assert _live_gauge_pids(stack) == set(stack.worker_pids())
     log = "\n".join(stack.new_incidents())
-    assert "Fatal Python error: Segmentation fault" in log and "app/batching.py" in log, log[-3000:]
+    assert "Fatal Python error: Segmentation fault" in log and "app/serving/batching.py" in log, log[-3000:]
     assert f"(pid: {victim}) died, killed by signal 11" in log, log[-3000:]
 
 

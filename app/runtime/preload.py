@@ -37,5 +37,5 @@ def preload() -> dict:
 
 if os.environ.get("PRELOAD_LIBRARIES", "1").strip().lower() in ("1", "true", "yes", "on"):
     preload()
-    print(f"app.preload: libraries imported in the uWSGI master (pid {PRELOADED['pid']}) "
+    print(f"app.runtime.preload: libraries imported in the uWSGI master (pid {PRELOADED['pid']}) "
           f"in {PRELOADED['seconds']} s", flush=True)

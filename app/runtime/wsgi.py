@@ -46,7 +46,7 @@ if uwsgi is not None:
 faulthandler.enable(all_threads=True)
 
 flask_app = create_app()
-# per-request harakiri on threaded workers (uWSGI 2.0's is per worker; see app/watchdog.py)
+# per-request harakiri on threaded workers (uWSGI 2.0's is per worker; see app/runtime/watchdog.py)
 application = watchdog.wrap(flask_app, int(effective_env().get("HARAKIRI") or 0))
 
 _PID = os.getpid()

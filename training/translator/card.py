@@ -77,7 +77,7 @@ def main(argv=None):
     card = f"""# Model card: translator-en-es ({meta['version']})
 
 English -> Spanish encoder-decoder Transformer trained from scratch by our own code
-(`training/translator/`) on CPU. Served by `app/translator.py`.
+(`training/translator/`) on CPU. Served by `app/servables/translator/` (its servable).
 
 ## Data and licence
 Tatoeba sentence pairs as exported by manythings.org/anki (`spa-eng/spa.txt`, 2018-05-13,

@@ -81,12 +81,16 @@ def result():
     sv = servable()
     if not text.strip():
         return _form("Please enter an English sentence to translate.", text, 400)
-    if len(text) > sv.max_chars:
-        return _form(f"The text is too long: {len(text)} characters, the limit is {sv.max_chars}.", text, 400)
+    try:
+        items = sv.prepare([text], None)  # the servable's own checks, as for the JSON API
+    except ApiError as exc:
+        message = (f"The text is too long: {len(text)} characters, the limit is {sv.max_chars}."
+                   if exc.code == "text_too_long" else exc.message)
+        return _form(message, text, 400)
     if registry().handle(MODEL).status != "ready":
         return _form("The translator is not ready yet. Please try again in a moment.", text, 503)
     try:
-        (translation,), seconds = _translate(sv.prepare([text], None))
+        (translation,), seconds = _translate(items)
     except (ModelNotReady, ModelBusy):
         return _form("The translator is busy or not ready. Please try again in a moment.", text, 503)
     except ApiError as exc:

@@ -2,7 +2,7 @@
 
 The architecture (pre-layer-norm, tied embeddings, sinusoidal positions) is defined once here.
 Training (training/translator/train.py) calls the model on padded batches; serving
-(app/translator.py) uses :class:`Decoder`, which wraps the same layers in ``tf.function``
+(the translator servable, model.py) uses :class:`Decoder`, which wraps the same layers in ``tf.function``
 incremental decoders with a key/value cache: greedy search and beam search with length
 normalisation, batched, stopping when every row has produced end-of-sentence.
 """
