@@ -25,7 +25,7 @@ def create_app(config=None, registry=None) -> Flask:
     """
     from .config import Config
     from .serving.registry import ModelRegistry
-    from .web import api, docs, errors, observability, pages, security, v2
+    from .web import api, docs, errors, libretranslate, observability, pages, security, v2
 
     cfg = config or Config.from_env()
     observability.setup_logging(cfg.log_level)
@@ -56,6 +56,7 @@ def create_app(config=None, registry=None) -> Flask:
         if bp is not None:
             app.register_blueprint(bp)
     pages.register_start_page(app)
+    libretranslate.init_app(app, registry)  # LibreTranslate's API over the translation servables
 
     if created:
         if cfg.model_loading == "background":

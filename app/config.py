@@ -89,6 +89,21 @@ SETTINGS: tuple[Setting, ...] = (
     _s("app", "PROMETHEUS_MULTIPROC_DIR", "{RUN_DIR}/prometheus",
        "prometheus_client multiprocess directory: exact metrics over all workers. start.sh and the "
        "container export it and empty it at start; when unset (dev server) metrics are per process."),
+    _s("app", "CORS_ORIGINS", "",
+       "Origins (scheme://host[:port], comma-separated, or *) whose browser pages may call the "
+       "LibreTranslate API (/translate, /detect, /languages, /frontend/settings, /translate_file, "
+       "/download_file): CORS headers and preflight answers for them. Empty: no CORS headers."),
+    _s("app", "TRANSLATE_FILE_TTL", "600",
+       "Seconds a file translated by POST /translate_file stays downloadable from its translatedFileUrl "
+       "(stored under {RUN_DIR}/translated-files, so any worker serves it); deleted at its first download "
+       "or after this time.", "int", 1),
+    _s("app", "TRANSLATE_FILE_MAX_BYTES", "65536",
+       "Largest file POST /translate_file takes (413 above; keep it below MAX_BODY_BYTES). A file is "
+       "translated within one request (about 3.6 KB of English text a second on one core, greedy), so "
+       "this keeps the largest one well within HARAKIRI.", "int", 1),
+    _s("app", "DETECT_LANGUAGES", "en,es,fr,de,it,pt,nl,ca,ro,pl,sv,ru,uk,zh,ja,ko,ar,hi,tr",
+       "Languages the offline detector (POST /detect, source=auto) chooses among, besides those of the "
+       "served translation pairs (ISO 639-1, comma-separated; fewer is faster and surer on short texts)."),
     # --- uWSGI (app.ini) ---------------------------------------------------
     _s("uwsgi", "APP_SOCKET", "127.0.0.1:3031", "Where uWSGI listens (uwsgi protocol) for nginx."),
     _s("uwsgi", "WORKERS", "2", "uWSGI worker processes."),

@@ -96,6 +96,12 @@ class Servable:
     #: The file whose sha256 identifies the version (model_info, /version); None: a digest of
     #: every artifact's sha256.
     primary_artifact: str | None = None
+    #: Translation capability: the (source, target) language pairs this servable translates,
+    #: as ISO 639-1 codes, e.g. ``(("en", "es"),)``; ``()``: not a translator. A servable that
+    #: declares pairs implements :meth:`translation_items`, and its ``infer`` returns one
+    #: translated string per item. Protocol layers find it by pair (the LibreTranslate API,
+    #: ``app/web/libretranslate.py``: ``/translate``, ``/languages``, ``/translate_file``).
+    translation_pairs: tuple = ()
 
     def __init__(self, context: ServableContext):
         self.context = context
@@ -136,6 +142,19 @@ class Servable:
     def postprocess(self, results: list, parameters: Mapping[str, Any], request_items: list) -> dict:
         """Named outputs of one request: name -> array (or list of str/bytes for BYTES)."""
         raise NotImplementedError
+
+    # --- translation (servables that declare translation_pairs) -------------------------
+    def translation_items(self, texts: list, parameters: Mapping[str, Any], where=None) -> list:
+        """Checked items of plain texts to translate, by the servable's own validation (the same
+        as its other entry points). ``parameters`` has the pair (``source``, ``target``);
+        ``where(i)`` names text i in error messages. Raise InvalidInput / OverLimit."""
+        raise NotImplementedError(f"{type(self).__name__} declares no translation")
+
+    def translation_limits(self) -> dict:
+        """What one :meth:`translation_items` call takes: ``max_texts``, ``max_chars`` (one text)
+        and ``max_total_chars`` (all texts); None: no limit. Protocol layers split bigger work
+        (HTML segments, the lines of a file) into calls within these."""
+        return {"max_texts": None, "max_chars": None, "max_total_chars": None}
 
     # --- description ---------------------------------------------------------------------
     def artifacts(self) -> list[Path]:

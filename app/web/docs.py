@@ -12,6 +12,7 @@ from flask import Blueprint, current_app, jsonify, render_template
 
 from .. import __version__
 from .helpers import endpoint
+from .libretranslate import openapi_paths as libretranslate_paths
 
 bp = Blueprint("docs", __name__)
 
@@ -162,6 +163,7 @@ def build_spec() -> dict:
         schemas.update(own.pop("components", {}))
         paths.update(own)
     paths.update(_v2_paths(sorted(reg.handles), sorted({h.version for h in reg.handles.values() if h.version})))
+    paths.update(libretranslate_paths())
     models = ", ".join(sorted(reg.handles)) or "none"
     spec = {
         "openapi": "3.0.3",

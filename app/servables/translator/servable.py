@@ -46,6 +46,7 @@ class TranslatorServable(Servable):
                          "Parameter 'beam': beam width (1 = greedy)."),)
     primary_artifact = "weights.npz"
     outputs = (TensorSpec("translation", "BYTES", (-1,), "Spanish translations, one per text."),)
+    translation_pairs = (("en", "es"),)
 
     def __init__(self, context):
         super().__init__(context)
@@ -106,6 +107,14 @@ class TranslatorServable(Servable):
             raise OverLimit(f"{total} characters in one request; the limit is {c['MAX_TOTAL_CHARS']} "
                             "(split the batch)", code="too_much_text")
         return [(t, beam) for t in texts]
+
+    def translation_items(self, texts, parameters, where=None) -> list:
+        """Items of plain texts for the protocol layers (the LibreTranslate API): ``prepare``."""
+        return self.prepare(list(texts), parameters.get("beam"), where=where or (lambda i: f"texts[{i}]"))
+
+    def translation_limits(self) -> dict:
+        c = self.config
+        return {"max_texts": c["MAX_BATCH_TEXTS"], "max_chars": self.max_chars, "max_total_chars": c["MAX_TOTAL_CHARS"]}
 
     def preprocess(self, inputs, parameters) -> list:
         group_of(self.inputs, list(inputs))
