@@ -114,6 +114,12 @@ ensure_venv() {
         log "installing requirements.txt into .venv"
         "$ROOT/.venv/bin/pip" install -q -r "$ROOT/requirements.txt"
     fi
+    # the project itself, editable (pyproject.toml): app, training and bench import from
+    # anywhere, also in the scripts run as files (training/nose_tracker/train.py, bench/run.py)
+    if ! "$ROOT/.venv/bin/python" -c 'import importlib.metadata as m; m.distribution("modelserver")' 2>/dev/null; then
+        log "installing the project into .venv (pip install -e .)"
+        "$ROOT/.venv/bin/pip" install -q -e "$ROOT"
+    fi
     export VIRTUAL_ENV="$ROOT/.venv"
 }
 
@@ -197,8 +203,14 @@ start_native() {
     for _ in $(seq 1 100); do pid_alive "$APP_PIDFILE" uwsgi && break; sleep 0.1; done
     pid_alive "$APP_PIDFILE" uwsgi || { tail -20 "$RUN_DIR/uwsgi.log" >&2; die "uWSGI did not start"; }
 
-    local conf
-    conf=$("$ROOT/nginx/render.sh")
+    # nginx's Allow map from the app's routes, as app/runtime/launcher.py (tests, benchmark)
+    # writes it: the command leaves nothing in the metrics directory
+    local conf allow_map="$NGINX_RUN_DIR/conf/allow.map"
+    mkdir -p "$NGINX_RUN_DIR/conf"
+    env -u PROMETHEUS_MULTIPROC_DIR "$(python_bin)" -m app nginx-allow > "$allow_map.tmp" \
+        || die "python -m app nginx-allow failed"
+    mv -f "$allow_map.tmp" "$allow_map"
+    conf=$(NGINX_ALLOW_MAP="$allow_map" "$ROOT/nginx/render.sh")
     "$(nginx_bin)" -t -q -e "$NGINX_ERROR_LOG" -p "$NGINX_RUN_DIR" -c "$conf" || die "nginx config test failed"
     log "starting nginx on $base"
     "$(nginx_bin)" -e "$NGINX_ERROR_LOG" -p "$NGINX_RUN_DIR" -c "$conf"

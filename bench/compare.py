@@ -17,16 +17,14 @@ import json
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench.run import ENDPOINTS, RESULTS, build_inputs, drain, machine, md_table, ours_env, wrk_cell
+from bench.stack import OurStack
 
-from bench.run import ENDPOINTS, RESULTS, build_inputs, drain, machine, md_table, ours_env, wrk_cell  # noqa: E402
-from bench.stack import OurStack  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 LEGACY = ["image-bin", "image-64", "translate"]
 V2 = {"v2-image": "image-64", "v2-translate": "translate"}  # V2 route -> the legacy route it is compared with

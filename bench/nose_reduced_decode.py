@@ -20,17 +20,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from app.serving.repository import version_dir  # noqa: E402
-sys.path.insert(0, str(ROOT / "training" / "nose_tracker"))
-
-from app.serving.imaging import decode_image_scaled  # noqa: E402
-from app.servables.nose_tracker.model import NoseTracker  # noqa: E402
+from app.serving.imaging import decode_image_scaled
+from app.serving.repository import version_dir
+from app.servables.nose_tracker.model import NoseTracker
 
 
 def main() -> int:
-    from data import data_dir, frame_photo, load_labels, split_indices
+    from training.nose_tracker.data import data_dir, frame_photo, load_labels, split_indices
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--split", choices=["dev", "test"], default="dev")
     ap.add_argument("--limit", type=int, default=0, help="only the first N images (0: all)")

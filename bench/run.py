@@ -33,11 +33,10 @@ import time
 import urllib.parse
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from app.serving.repository import version_dir  # noqa: E402
+from app.serving.repository import version_dir
+from bench.stack import OurStack, children, free_port, http_get, mem_kb
 
-from bench.stack import OurStack, children, free_port, http_get, mem_kb  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 SHARED = Path(os.environ.get("SHARED_DIR", ROOT.parent / "shared"))
 NOSE_DATA = SHARED / "data" / "nose"
@@ -67,8 +66,7 @@ ENDPOINTS = {  # key: (path, content type, body source, label)
 def build_inputs(tmp: Path, seed: int = 0) -> dict:
     import cv2
     import numpy as np
-    sys.path.insert(0, str(ROOT / "training" / "nose_tracker"))
-    from data import frame_photo  # the face as a 640x480 photo, edge pixels around it
+    from training.nose_tracker.data import frame_photo  # the face as a 640x480 photo, edge pixels around it
     if not (NOSE_DATA / "labels.csv").exists() or not SENTENCES.exists():
         raise SystemExit(f"benchmark inputs not found: need {NOSE_DATA}/labels.csv and {SENTENCES} "
                          "(put ../shared beside the repository or set SHARED_DIR)")
@@ -255,8 +253,9 @@ def peer(name: str, tmp: Path) -> Process:
         cmd = [str(ROOT / ".venv" / "bin" / "python"), str(ROOT / "bench" / "peers" / "original.py"),
                "--server", server, "--port", str(port)]
     elif name == "bentoml":
+        # .venv-bench has not the project installed: app/ and bench/ from the repository root
         env.update(BENTO_WORKERS="2", BENTO_THREADS="4", BENTOML_HOME=str(tmp / "bentoml-home"),
-                   BENTOML_DO_NOT_TRACK="True")
+                   BENTOML_DO_NOT_TRACK="True", PYTHONPATH=str(ROOT))
         cmd = [str(VENV_BENCH / "bin" / "bentoml"), "serve", "bench.peers.bento_service:NoseAndTranslator",
                "--host", "127.0.0.1", "--port", str(port)]
     else:

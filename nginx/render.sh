@@ -3,6 +3,11 @@
 # run/temp directories. Used by start.sh, the tests and the nginx container.
 # All variables must be set (start.sh exports them from app/config.py;
 # docker-compose.yml sets them for the container).
+# The Allow header of nginx's own 405s per app route: the lines of the $nginx_allow map
+# that `python -m app nginx-allow` prints from the app's routes, read from the file
+# NGINX_ALLOW_MAP names (start.sh and app/runtime/launcher.py write it), else from
+# $NGINX_RUN_DIR/conf/allow.map if there, else from TEMPLATE_DIR/allow.map (committed: the
+# shipped model repository's routes; the nginx container has no Python).
 # Usage: nginx/render.sh [TEMPLATE_DIR]   -> prints the path of nginx.conf
 set -eu
 TEMPLATE_DIR=${1:-$(cd "$(dirname "$0")" && pwd)}
@@ -42,7 +47,25 @@ for a in ${RATE_LIMIT_EXEMPT-}; do
 "
 done
 export NGINX_RATE_LIMIT_ZONE NGINX_LIMIT_REQ NGINX_RATE_LIMIT_EXEMPT
-VARS='${NGINX_RATE_LIMIT_ZONE} ${NGINX_LIMIT_REQ} ${NGINX_RATE_LIMIT_EXEMPT} ${NGINX_USER_DIRECTIVE} ${NGINX_RUN_DIR} ${NGINX_WORKER_PROCESSES} ${NGINX_ERROR_LOG} ${NGINX_ACCESS_LOG} ${APP_UPSTREAM} ${BIND_HOST} ${PORT} ${MAX_BODY_BYTES} ${STATIC_ROOT} ${UPSTREAM_TIMEOUT}'
+if [ -n "${NGINX_ALLOW_MAP-}" ]; then
+    ALLOW_MAP=$NGINX_ALLOW_MAP
+elif [ -f "$NGINX_RUN_DIR/conf/allow.map" ]; then
+    ALLOW_MAP=$NGINX_RUN_DIR/conf/allow.map
+else
+    ALLOW_MAP=$TEMPLATE_DIR/allow.map
+fi
+if [ ! -f "$ALLOW_MAP" ]; then
+    echo "render.sh: the Allow map $ALLOW_MAP does not exist (python -m app nginx-allow > FILE)" >&2
+    exit 2
+fi
+# only map lines ("regex" "METHODS";), comments and blank lines: nothing else gets into the config
+if grep -Evq '^[[:space:]]*(#.*)?$|^[[:space:]]*"[^"]+"[[:space:]]+"[A-Z, ]+";[[:space:]]*$' "$ALLOW_MAP"; then
+    echo "render.sh: $ALLOW_MAP: not the lines of an nginx map (\"regex\" \"METHODS\";)" >&2
+    exit 2
+fi
+NGINX_ALLOW_ROUTES=$(cat "$ALLOW_MAP")
+export NGINX_ALLOW_ROUTES
+VARS='${NGINX_ALLOW_ROUTES} ${NGINX_RATE_LIMIT_ZONE} ${NGINX_LIMIT_REQ} ${NGINX_RATE_LIMIT_EXEMPT} ${NGINX_USER_DIRECTIVE} ${NGINX_RUN_DIR} ${NGINX_WORKER_PROCESSES} ${NGINX_ERROR_LOG} ${NGINX_ACCESS_LOG} ${APP_UPSTREAM} ${BIND_HOST} ${PORT} ${MAX_BODY_BYTES} ${STATIC_ROOT} ${UPSTREAM_TIMEOUT}'
 mkdir -p "$NGINX_RUN_DIR/conf" "$NGINX_RUN_DIR/tmp"
 for d in client_body proxy fastcgi uwsgi scgi; do mkdir -p "$NGINX_RUN_DIR/tmp/$d"; done
 # A root master runs its workers as nobody: they must be able to write request bodies

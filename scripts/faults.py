@@ -2,8 +2,8 @@
 
     .venv/bin/python scripts/faults.py [--seconds 20] [--clients 16] [--only kill,harakiri,down,reload,stop-loading]
 
-Starts the stack from the repository's own app.ini and nginx templates (the test suite's
-Stack class, free loopback ports, a temporary directory) and, while a load generator runs,
+Starts the stack from the repository's own app.ini and nginx templates (app/runtime/launcher.py,
+as the tests do: free loopback ports, a temporary directory) and, while a load generator runs,
 
 * kill      SIGKILLs one uWSGI worker: the master respawns it; failed requests must be no
             more than the requests that worker held (its THREADS at most), /readyz back
@@ -36,9 +36,7 @@ from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT))
+from app.runtime.launcher import Launcher, stop_process, synthetic_face
 
 #: Settings of the fault stack: HARAKIRI low enough for the harakiri fault, nginx's
 #: timeout below it; a larger MAX_TOTAL_CHARS lets one legitimate request outlast
@@ -69,7 +67,6 @@ def long_text(rnd: random.Random, n: int = 5000) -> str:
 
 
 def synthetic_image(seed: int) -> bytes:
-    from conftest import synthetic_face
     return synthetic_face(160 + 8 * (seed % 5), 120 + 8 * (seed % 3), seed)
 
 
@@ -255,14 +252,10 @@ def fault_harakiri(stack, clients: int = 4, seed: int = 0) -> dict:
 
 
 def restart_uwsgi(stack) -> None:
-    from conftest import ROOT as _root, uwsgi_bin
-    stack.uwsgi = subprocess.Popen([uwsgi_bin(), "--ini", str(_root / "app.ini")], env=stack.env, cwd=_root,
-                                   stdout=open(stack.uwsgi_log, "ab"), stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+    stack.start_uwsgi()  # the same app.ini, settings and log
 
 
 def fault_uwsgi_down(stack, clients: int = 4, down_s: float = 3.0) -> dict:
-    from conftest import stop_process
     ng_before = nginx_pids(stack)
     load = Load(stack.base, clients, timeout=30).start()
     try:
@@ -306,7 +299,6 @@ def fault_uwsgi_down(stack, clients: int = 4, down_s: float = 3.0) -> dict:
 def fault_stop_while_loading(stack, timeout: float = 60) -> dict:
     """SIGTERM (docker stop, start.sh stop) while a just-respawned worker is still loading its
     models; uWSGI must still shut down at once (it hung for good before app/wsgi.py handled it)."""
-    from conftest import stop_process
     before = {w["pid"] for w in workers(stack)}
     victim = min(before)
     os.kill(victim, signal.SIGKILL)
@@ -370,11 +362,25 @@ def fault_chain_reload(stack, clients: int = 8, timeout: float = 180) -> dict:
     }
 
 
-def start_fault_stack(extra: dict | None = None, tmp: Path | None = None):
-    """The fault stack; its logs stay in tmp (a new /tmp/modelserver-faults-* by default)."""
-    from conftest import Stack
-    st = Stack(tmp or Path(tempfile.mkdtemp(prefix="modelserver-faults-")), {**FAULT_ENV, **(extra or {})})
-    st.start()
+class FaultStack(Launcher):
+    """The fault stack: FAULT_ENV under the caller's overrides; ready when every worker
+    answered /readyz (4 requests at a time, so that each worker gets some)."""
+
+    probes = 4
+    poll_s = 0.25
+
+    def defaults(self) -> dict:
+        return dict(FAULT_ENV)
+
+
+def start_fault_stack(extra: dict | None = None, tmp: Path | None = None) -> FaultStack:
+    """The fault stack, started; its logs stay in tmp (a new /tmp/modelserver-faults-* by default)."""
+    st = FaultStack(tmp or Path(tempfile.mkdtemp(prefix="modelserver-faults-")), extra)
+    try:
+        st.start()
+    except BaseException:
+        st.stop()
+        raise
     return st
 
 

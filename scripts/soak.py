@@ -16,11 +16,8 @@ import argparse
 import sys
 import threading
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import faults  # noqa: E402
+import faults  # scripts/faults.py, beside this file (and on pytest's pythonpath for tests/test_faults.py)
 
 
 def rss_kib(pid: int) -> int | None:

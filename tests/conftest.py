@@ -4,39 +4,37 @@
 with app.ini (2 workers x 4 threads, lazy-apps) behind nginx rendered from
 nginx/*.template by nginx/render.sh -- the very files the containers and
 start.sh use -- with pid files, logs, sockets and the prometheus multiprocess
-directory in a temporary directory. Torn down at the end of the session.
+directory in a temporary directory (app/runtime/launcher.py, shared with the
+benchmark and scripts/faults.py). Torn down at the end of the session.
+
+In parallel (pyproject.toml: pytest-xdist, ``--dist loadfile``) every worker process has
+its own ports and temporary directories, and a session ``stack`` if it runs a test that takes
+one; a file's tests run in one worker, in their order (see "parallel runs" below).
 """
 from __future__ import annotations
 
 import base64
 import csv
-import json
+import functools
 import os
 import re
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-from concurrent.futures import ThreadPoolExecutor
+import warnings
 from pathlib import Path
 
 import pytest
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+try:
+    from xdist.scheduler import LoadFileScheduling
+except ImportError:  # pytest-xdist not installed: serial runs only
+    LoadFileScheduling = None
 
-from app.config import effective_env  # noqa: E402
+from app.runtime import launcher
+from app.runtime.launcher import INCIDENT, ROOT, VENV, free_port, stop_process, synthetic_face, wait_port  # noqa: F401
 
 SHARED = Path(os.environ.get("SHARED_DIR", ROOT.parent / "shared"))
 NOSE_DATA = SHARED / "data" / "nose"
-VENV = ROOT / ".venv"
 STARTUP_TIMEOUT = float(os.environ.get("E2E_STARTUP_TIMEOUT", "300"))
-# uWSGI log lines that mean a worker died or was killed (crash, harakiri, the request watchdog)
-INCIDENT = re.compile(r"DAMN ! worker|!!! uWSGI process \d+ got|HARAKIRI ON WORKER|Fatal Python error|watchdog: ")
 
 
 def in_ci() -> bool:
@@ -52,199 +50,58 @@ def skip_or_fail(reason: str):
     pytest.skip(reason)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def uwsgi_bin() -> str:
-    cand = VENV / "bin" / "uwsgi"
-    if cand.exists():
-        return str(cand)
-    found = shutil.which("uwsgi")
-    if not found:
-        pytest.fail("uwsgi is not installed (pip install -r requirements.txt)")
-    return found
+    try:
+        return launcher.uwsgi_bin()
+    except FileNotFoundError as exc:
+        pytest.fail(str(exc))
 
 
 def nginx_bin() -> str:
-    found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
-    if not found:
-        pytest.fail("nginx is not installed (apt-get install nginx)")
-    return found
+    try:
+        return launcher.nginx_bin()
+    except FileNotFoundError as exc:
+        pytest.fail(str(exc))
 
 
 def render_nginx(env: dict) -> str:
-    out = subprocess.run([str(ROOT / "nginx" / "render.sh")], env=env, check=True,
-                         capture_output=True, text=True)
-    return out.stdout.strip()
+    return launcher.render_nginx(env, ROOT)
 
 
-def start_nginx(env: dict, log_path: Path) -> subprocess.Popen:
-    conf = render_nginx(env)
-    base = [nginx_bin(), "-e", env["NGINX_ERROR_LOG"], "-p", env["NGINX_RUN_DIR"], "-c", conf]
-    subprocess.run(base + ["-t", "-q"], env=env, check=True)
-    return subprocess.Popen(base + ["-g", "daemon off;"], env=env, stdout=open(log_path, "ab"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
+def start_nginx(env: dict, log_path: Path):
+    nginx_bin()
+    return launcher.start_nginx(env, log_path, ROOT)
 
 
-def stop_process(proc: subprocess.Popen | None, sig=signal.SIGTERM, timeout: float = 30) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(sig)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
+class Stack(launcher.Launcher):
+    """The test stack: 2 workers x 4 threads, models loaded before serving, 2 MiB bodies, a
+    revision file (``revision_file``, "rev-1"); in ``tmp`` (kept: its logs), nginx's
+    directory apart. Ready when every worker answered /version (its models are final then;
+    /version also answers when a model failed or MODEL_LOADING=off)."""
 
+    ready_path = "/version"
+    probes = 4
+    poll_s = 0.5
+    startup_timeout = STARTUP_TIMEOUT
 
-def wait_port(port: int, timeout: float = 20) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        with socket.socket() as s:
-            s.settimeout(0.5)
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"port {port} did not open")
-
-
-class Stack:
     def __init__(self, tmp: Path, extra_env: dict | None = None):
-        self.tmp = tmp
-        self.port = free_port()
-        self.app_port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        # nginx's dir outside pytest's 0700 tmp root: a root master's workers (nobody) must
-        # reach its temp dirs to buffer large request bodies, as in a real deployment
-        self.nginx_dir = Path(tempfile.mkdtemp(prefix="modelserver-nginx-"))
-        self.nginx_dir.chmod(0o711)
+        tmp = Path(tmp)
+        tmp.mkdir(parents=True, exist_ok=True)
         self.revision_file = tmp / "REVISION"
         self.revision_file.write_text("rev-1\n")
-        overrides = {
-            "APP_ROOT": str(ROOT),
+        super().__init__(tmp, extra_env)
+
+    def defaults(self) -> dict:
+        return {
             "APP_REVISION_FILE": str(self.revision_file),
-            "APP_SOCKET": f"127.0.0.1:{self.app_port}",
-            "APP_UPSTREAM": f"127.0.0.1:{self.app_port}",
-            "PORT": str(self.port),
-            "BIND_HOST": "127.0.0.1",
             "WORKERS": "2",
             "THREADS": "4",
-            "RUN_DIR": str(tmp),
-            "STATS_SOCKET": str(tmp / "stats.sock"),
-            "APP_PIDFILE": str(tmp / "uwsgi.pid"),
-            "TOUCH_RELOAD": str(tmp / "reload"),
-            "TOUCH_CHAIN_RELOAD": str(tmp / "chain-reload"),
-            "PROMETHEUS_MULTIPROC_DIR": str(tmp / "prometheus"),
-            "NGINX_RUN_DIR": str(self.nginx_dir),
-            "NGINX_ACCESS_LOG": str(self.nginx_dir / "access.log"),
-            "NGINX_ERROR_LOG": str(self.nginx_dir / "error.log"),
             "MAX_BODY_BYTES": str(2 * 1024 * 1024),
             "MODEL_LOADING": "sync",
         }
-        overrides.update(extra_env or {})
-        env = {k: v for k, v in os.environ.items() if not k.startswith("UWSGI_")}
-        env.update(overrides)
-        env = {**env, **effective_env(env)}
-        if (VENV / "bin" / "python").exists():
-            env["VIRTUAL_ENV"] = str(VENV)
-        self.env = env
-        self.uwsgi_log = tmp / "uwsgi.log"
-        self.nginx_log = tmp / "nginx.out"
-        self.uwsgi: subprocess.Popen | None = None
-        self.nginx: subprocess.Popen | None = None
-        self.startup_s: float | None = None
-        self._log_pos = 0  # how far new_incidents() has read the uWSGI log
-        keys = [k for k in env.get("API_KEYS", "").split(",") if k.strip()]
-        self.auth_headers = {"X-API-Key": keys[0].strip()} if keys else {}
 
-    # --- lifecycle ---------------------------------------------------------
-    def start(self) -> None:
-        (self.tmp / "prometheus").mkdir(parents=True, exist_ok=True)
-        for f in ("reload", "chain-reload"):
-            (self.tmp / f).touch()
-        t0 = time.time()
-        self.uwsgi = subprocess.Popen([uwsgi_bin(), "--ini", str(ROOT / "app.ini")], env=self.env, cwd=ROOT,
-                                      stdout=open(self.uwsgi_log, "ab"), stderr=subprocess.STDOUT,
-                                      start_new_session=True)
-        self.nginx = start_nginx(self.env, self.nginx_log)
-        wait_port(self.port)
-        self.wait_workers(int(self.env["WORKERS"]), STARTUP_TIMEOUT)
-        self.startup_s = time.time() - t0
-
-    def stop(self) -> None:
-        stop_process(self.nginx, signal.SIGQUIT)
-        stop_process(self.uwsgi, signal.SIGTERM, timeout=60)
-        shutil.rmtree(self.nginx_dir, ignore_errors=True)
-
-    def wait_workers(self, n: int, timeout: float) -> set[int]:
-        """Until n distinct worker pids answered /version (their models are final then)."""
-        deadline = time.time() + timeout
-        pids: set[int] = set()
-        while time.time() < deadline:
-            if self.uwsgi.poll() is not None:
-                raise RuntimeError("uWSGI exited:\n" + self.log_tail())
-            try:
-                with ThreadPoolExecutor(4) as ex:
-                    for r in ex.map(lambda _: requests.get(self.base + "/version", timeout=10,
-                                                           headers=self.auth_headers), range(4)):
-                        if r.status_code == 200:
-                            pids.add(r.json()["worker"]["pid"])
-            except requests.RequestException:
-                pass
-            if len(pids) >= n:
-                return pids
-            time.sleep(0.5)
-        raise TimeoutError(f"only {len(pids)} of {n} workers answered in {timeout}s\n" + self.log_tail())
-
-    def log_tail(self, n: int = 40) -> str:
-        try:
-            return "\n".join(self.uwsgi_log.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
-
-    def new_incidents(self, context: int = 60) -> list[str]:
-        """Worker deaths logged since the last call, each with the log lines that follow it
-        (faulthandler's thread stacks, uWSGI's backtrace), per-request lines left out."""
-        try:
-            with open(self.uwsgi_log, "rb") as fh:
-                fh.seek(self._log_pos)
-                data = fh.read()
-        except OSError:
-            return []
-        data = data[:data.rfind(b"\n") + 1]  # whole lines only; the rest is read next time
-        self._log_pos += len(data)
-        lines = [ln for ln in data.decode(errors="replace").splitlines() if not ln.startswith('{"ts":"') or
-                 '"msg":"request"' not in ln]
-        blocks: list[list[int]] = []  # [start, end) of each incident and what follows it, merged
-        for i, ln in enumerate(lines):
-            if INCIDENT.search(ln):
-                if blocks and i < blocks[-1][1]:
-                    blocks[-1][1] = i + context
-                else:
-                    blocks.append([i, i + context])
-        return ["\n".join(lines[a:b]) for a, b in blocks]
-
-    def log_lines(self) -> list[str]:
-        return self.uwsgi_log.read_text(errors="replace").splitlines()
-
-    def request_log(self, request_id: str, timeout: float = 5) -> list[dict]:
-        deadline = time.time() + timeout
-        while True:
-            found = []
-            for line in self.log_lines():
-                if request_id in line and line.startswith("{"):
-                    try:
-                        rec = json.loads(line)
-                    except ValueError:
-                        continue
-                    if rec.get("msg") == "request" and rec.get("request_id") == request_id:
-                        found.append(rec)
-            if found or time.time() > deadline:
-                return found
-            time.sleep(0.1)
+    def ready_pid(self, body: dict) -> int:
+        return body["worker"]["pid"]
 
     # --- http helpers -------------------------------------------------------
     def url(self, path: str) -> str:
@@ -258,38 +115,91 @@ class Stack:
         kw.setdefault("timeout", 120)
         return requests.post(self.url(path), **kw)
 
-    def uwsgi_stats(self) -> dict:
-        """The uWSGI stats server's JSON (workers, pids, requests)."""
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(10)
-            s.connect(self.env["STATS_SOCKET"])
-            buf = b""
-            while True:
-                b = s.recv(65536)
-                if not b:
-                    break
-                buf += b
-        return json.loads(buf)
 
-    def worker_pids(self) -> list[int]:
-        return sorted(w["pid"] for w in self.uwsgi_stats()["workers"])
-
-
+def start_stack(tmp: Path, extra_env: dict | None = None, cls=Stack) -> Stack:
+    """A started stack (stopped again if it does not come up)."""
+    st = cls(tmp, extra_env)
+    try:
+        st.start()
+    except BaseException:
+        st.stop()
+        raise
+    return st
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("stack")
-    st = Stack(tmp)
-    try:
-        st.start()
-    except Exception:
-        st.stop()
-        raise
+    st = start_stack(tmp_path_factory.mktemp("stack"))
     print(f"\n[stack] up in {st.startup_s:.1f}s at {st.base}")
     st.new_incidents()
     yield st
     st.stop()
+
+
+# --- parallel runs (pytest-xdist) ---------------------------------------------------------------
+#
+# pyproject.toml runs the suite with `-n 3 --dist loadfile --no-loadscope-reorder`: a file's tests
+# run in one worker process, in their order, and its module-scoped stack starts once. Here the
+# files on the session ``stack`` also form one unit (SESSION_STACK_GROUP): one worker runs them
+# all on one session stack, as a serial run would, instead of every worker starting a stack of
+# its own (seconds of CPU each on 2 cores). (xdist_group marks with --dist loadgroup would say
+# the same, but pytest-xdist 3.8 cannot rename pytest 9's node ids: the marks have no effect.)
+# The units are handed out in the order below, longest first, so that the worker that finishes
+# early takes the short files and all end at about the same time; only the balance depends on
+# this order, never a result.
+
+SESSION_STACK_GROUP = "<files on the session stack>"
+#: Units that take longest (measured), first; the other files follow in their usual order.
+LONGEST_FIRST = ("test_faults.py", SESSION_STACK_GROUP, "test_reload.py", "test_translator.py", "test_cli.py")
+_TESTS = Path(__file__).resolve().parent
+
+
+@functools.cache
+def session_stack_files() -> frozenset[str]:
+    """Names of the test files whose tests or fixtures take the session ``stack`` (a parameter
+    of that name) and that do not define a ``stack`` fixture of their own. From the source,
+    because xdist's controller schedules before any worker has collected; a file this misses
+    only runs apart, on a stack of its own."""
+    uses = re.compile(r"^\s*(?:def test_\w+|@pytest\.fixture[^\n]*\n\s*def \w+)\([^)]*\bstack\b", re.M)
+    own = re.compile(r"^def stack\(", re.M)
+    out = set()
+    for f in _TESTS.glob("test_*.py"):
+        src = f.read_text(errors="replace")
+        if uses.search(src) and not own.search(src):
+            out.add(f.name)
+    return frozenset(out)
+
+
+def _unit(path: Path) -> str:
+    return SESSION_STACK_GROUP if path.name in session_stack_files() and path.parent == _TESTS else path.name
+
+
+if LoadFileScheduling is not None:
+    class SessionStackFileScheduling(LoadFileScheduling):
+        """--dist loadfile, with the files on the session stack as one unit."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            path = super()._split_scope(nodeid)
+            return SESSION_STACK_GROUP if Path(path).name in session_stack_files() else path
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") == "loadfile" and LoadFileScheduling is not None:
+        return SessionStackFileScheduling(config, log)
+    return None
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    # a stable sort: a file's tests keep their order, the files theirs within a rank
+    items.sort(key=lambda item: rank.get(_unit(item.path), len(rank)))
+    for item in items:
+        fixtures = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {}).get("stack")
+        if fixtures and fixtures[-1].scope == "session" and _unit(item.path) != SESSION_STACK_GROUP:
+            warnings.warn(f"{item.path.name} uses the session stack but session_stack_files() does not see it: "
+                          "under pytest-xdist it runs apart, on a session stack of its own")
+            break
 
 
 def pytest_configure(config):
@@ -325,8 +235,10 @@ def pytest_make_collect_report(collector):
 
 @pytest.fixture(autouse=True)
 def _no_worker_deaths(request):
-    """Fail the test during which a worker of the shared stack died unexpectedly, showing why
-    (the uWSGI log: faulthandler's stacks, uWSGI's own report); tests marked kills_workers may."""
+    """Fail the test during which a worker of its ``stack`` (the session's, or the module's own
+    where a module overrides the fixture) died unexpectedly, showing why (the uWSGI log:
+    faulthandler's stacks, uWSGI's own report); tests marked kills_workers may. Per process:
+    under pytest-xdist each worker watches its own stacks."""
     if "stack" not in request.fixturenames:
         yield
         return
@@ -339,24 +251,6 @@ def _no_worker_deaths(request):
 
 
 # --- test data -------------------------------------------------------------------
-
-def synthetic_face(w: int = 320, h: int = 240, seed: int = 0, fmt: str = ".jpg") -> bytes:
-    """A drawn (not real) face-like picture, encoded."""
-    import cv2
-    import numpy as np
-    rng = np.random.default_rng(seed)
-    img = np.full((h, w, 3), rng.integers(60, 200, size=3), dtype=np.uint8)
-    cx, cy = w // 2 + int(rng.integers(-w // 8, w // 8)), h // 2 + int(rng.integers(-h // 8, h // 8))
-    r = min(w, h) // 3
-    cv2.ellipse(img, (cx, cy), (int(r * 0.8), r), 0, 0, 360, (150, 180, 220), -1)
-    cv2.circle(img, (cx - r // 3, cy - r // 4), r // 10, (40, 40, 40), -1)
-    cv2.circle(img, (cx + r // 3, cy - r // 4), r // 10, (40, 40, 40), -1)
-    cv2.circle(img, (cx, cy + r // 8), r // 12, (90, 110, 170), -1)
-    cv2.ellipse(img, (cx, cy + r // 2), (r // 3, r // 8), 0, 0, 180, (60, 60, 150), 3)
-    ok, buf = cv2.imencode(fmt, img)
-    assert ok
-    return buf.tobytes()
-
 
 def shared_faces(n: int = 4) -> list[dict]:
     """A few real faces from ../shared (never copied into the repo)."""

@@ -9,6 +9,7 @@ import subprocess
 
 import pytest
 
+from app.runtime.launcher import nginx_allow_map
 from conftest import ROOT, free_port, nginx_bin, skip_or_fail
 
 DOCKERFILES = ["Dockerfile-flask", "Dockerfile-nginx"]
@@ -108,6 +109,56 @@ def test_render_requires_every_variable(tmp_path):
     env = {"PATH": os.environ["PATH"], "NGINX_RUN_DIR": str(tmp_path)}
     r = subprocess.run([str(ROOT / "nginx" / "render.sh")], env=env, capture_output=True, text=True)
     assert r.returncode == 2 and "is not set" in r.stderr
+
+
+# --- the Allow map of nginx's own 405s ---------------------------------------------------------
+
+def test_committed_allow_map_is_what_the_app_prints():
+    """nginx/allow.map -- the nginx container's Allow map (it has no Python) and render.sh's
+    fallback -- is what `python -m app nginx-allow` prints for the shipped model repository
+    (every setting at its default), so it cannot drift from the app's routes."""
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")}
+    assert nginx_allow_map(env, ROOT) == (ROOT / "nginx" / "allow.map").read_text(), \
+        "the app's routes changed: .venv/bin/python -m app nginx-allow > nginx/allow.map"
+
+
+def _render(env: dict) -> tuple[subprocess.CompletedProcess, str]:
+    r = subprocess.run([str(ROOT / "nginx" / "render.sh")], env=env, capture_output=True, text=True)
+    conf = os.path.join(env["NGINX_RUN_DIR"], "conf", "modelserver.conf")
+    return r, (open(conf).read() if r.returncode == 0 else "")
+
+
+def test_render_puts_the_allow_map_into_the_config(tmp_path):
+    env = {"PATH": os.environ["PATH"], "NGINX_RUN_DIR": str(tmp_path / "ng"), "NGINX_WORKER_PROCESSES": "1",
+           "NGINX_ERROR_LOG": str(tmp_path / "e.log"), "NGINX_ACCESS_LOG": str(tmp_path / "a.log"),
+           "APP_UPSTREAM": "127.0.0.1:1", "BIND_HOST": "127.0.0.1", "PORT": str(free_port()),
+           "MAX_BODY_BYTES": "1048576", "STATIC_ROOT": str(ROOT / "app" / "static"), "UPSTREAM_TIMEOUT": "75",
+           "RATE_LIMIT_RPS": "10", "RATE_LIMIT_BURST": "20"}
+    committed = (ROOT / "nginx" / "allow.map").read_text().strip()
+    own = tmp_path / "own.map"
+    own_line = '    "~^/only-this(\\?.*)?$" "OPTIONS, PUT";'
+    own.write_text(f"# a servable's own route\n{own_line}\n")
+    # no map given: the committed one
+    r, text = _render(env)
+    assert r.returncode == 0, r.stderr
+    assert committed in text and '"~^/(static/|favicon\\.ico(\\?.*)?$)"' in text
+    # NGINX_ALLOW_MAP (start.sh, the launcher)
+    r, text = _render(dict(env, NGINX_ALLOW_MAP=str(own)))
+    assert r.returncode == 0, r.stderr
+    assert own_line in text and committed not in text
+    n = subprocess.run([nginx_bin(), "-t", "-q", "-e", env["NGINX_ERROR_LOG"], "-p", env["NGINX_RUN_DIR"], "-c",
+                        os.path.join(env["NGINX_RUN_DIR"], "conf", "nginx.conf")], capture_output=True, text=True)
+    assert n.returncode == 0, n.stderr
+    # else $NGINX_RUN_DIR/conf/allow.map, when there
+    shutil.copy(own, tmp_path / "ng" / "conf" / "allow.map")
+    r, text = _render(env)
+    assert r.returncode == 0 and own_line in text and committed not in text
+    # a missing file, or anything but map lines: refused
+    r, _ = _render(dict(env, NGINX_ALLOW_MAP=str(tmp_path / "missing.map")))
+    assert r.returncode == 2 and "does not exist" in r.stderr
+    own.write_text(own_line + "\n}\nserver { listen 9; }\n")
+    r, _ = _render(dict(env, NGINX_ALLOW_MAP=str(own)))
+    assert r.returncode == 2 and "not the lines of an nginx map" in r.stderr
 
 
 def test_app_ini_has_the_required_options():

@@ -392,6 +392,22 @@ def test_nginx_own_errors_json(stack, tmp_path, status, code):
             mute.close()
 
 
+def test_nginx_own_405_allow_comes_from_the_app_routes(stack):
+    """TRACE is refused by nginx itself (405, in the API's JSON shape); its Allow header comes
+    from the map the launcher wrote from the app's routes (`python -m app nginx-allow`, as
+    start.sh does) and render.sh put into the config."""
+    allow_map = open(stack.env["NGINX_ALLOW_MAP"]).read()
+    assert "/v2/models/[^/?]+/infer" in allow_map
+    rendered = open(f"{stack.env['NGINX_RUN_DIR']}/conf/modelserver.conf").read()
+    assert allow_map.strip() in rendered
+    for path, allow in (("/v2/models/translator/infer", "OPTIONS, POST"), ("/image-64?x=1", "OPTIONS, POST"),
+                        ("/static/style.css", "GET, HEAD"), ("/healthz", "GET, HEAD, OPTIONS")):
+        r = requests.request("TRACE", stack.url(path), timeout=10)
+        assert r.status_code == 405, (path, r.status_code, r.text[:200])
+        assert r.headers["Allow"] == allow, (path, r.headers.get("Allow"))
+        assert r.json()["error"]["code"] == "method_not_allowed"
+
+
 # --- request ids and logs ------------------------------------------------------------------
 
 def test_request_id_propagated_and_logged(stack):

@@ -8,18 +8,13 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import threading
 import time
 
 import pytest
 
-from conftest import ROOT
-
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import faults  # noqa: E402
-import soak  # noqa: E402
+import faults  # scripts/faults.py (pyproject.toml puts scripts/ on pytest's pythonpath)
+import soak  # scripts/soak.py
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "15"))
 

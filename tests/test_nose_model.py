@@ -8,17 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "training" / "nose_tracker"))
-
-from app.serving.repository import version_dir  # noqa: E402
+from app.serving.repository import version_dir
 
 MODEL_DIR = version_dir("nose_tracker")
 PB = MODEL_DIR / "nose_tracker.pb"
@@ -86,7 +81,7 @@ def test_batch_equals_one_by_one(net):
 
 
 def _shared_subset():
-    from data import data_dir, load_labels, split_indices
+    from training.nose_tracker.data import data_dir, load_labels, split_indices
     root = data_dir()
     if not (root / "labels.csv").exists():
         pytest.skip(f"shared nose data not found at {root} (set NOSE_DATA_DIR); skipping accuracy test")
@@ -109,7 +104,7 @@ def test_accuracy_on_shared_subset(net):
 
 def test_accuracy_on_shared_subset_framed_640x480(net):
     """The same faces as 640x480 uploads (edge pixels around the photo), squashed to 112x112."""
-    from data import frame_photo
+    from training.nose_tracker.data import frame_photo
     root, lab = _shared_subset()
     nme = []
     for p, pts in zip(lab["path"], lab["pts"]):
@@ -121,10 +116,13 @@ def test_accuracy_on_shared_subset_framed_640x480(net):
 
 def test_export_path_tiny_model(tmp_path):
     tf = pytest.importorskip("tensorflow")
-    from export import freeze_keras
-    from model import build_tiny_model
+    from training.nose_tracker.export import freeze_keras
+    from training.nose_tracker.model import build_tiny_model
 
-    tf.config.threading.set_intra_op_parallelism_threads(1)
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+    except RuntimeError:  # another test module already ran TF ops in this process (as test_translator.py)
+        pass
     m = build_tiny_model()
     rng = np.random.default_rng(2)
     # non-trivial weights and BN statistics so every folded constant matters
@@ -149,7 +147,7 @@ def test_augmented_targets_follow_the_pixels(mode):
     """Every kind of training sample moves its labels with its pixels: on a synthetic image
     with one coloured dot per landmark, each target lands on a dot of its point's colour,
     or, in a mirrored sample, on the dot of the point it was swapped with (left/right)."""
-    from data import FLIP_PERM, Augmenter
+    from training.nose_tracker.data import FLIP_PERM, Augmenter
     colours = np.array([[0, 0, 255], [0, 255, 0], [255, 0, 0], [255, 255, 0], [0, 255, 255]], np.uint8)
     h, w = 180, 150
     pts = np.array([[75, 100], [50, 70], [100, 70], [55, 130], [95, 130]], float)
@@ -188,7 +186,7 @@ def test_fused_batch_norm_trains_like_keras_batch_norm():
     layer's outputs and moving statistics, so the exported graph means what training saw."""
     pytest.importorskip("tensorflow")
     from keras import layers
-    from model import FusedBatchNorm
+    from training.nose_tracker.model import FusedBatchNorm
 
     rng = np.random.default_rng(3)
     x = (rng.normal(2.0, 3.0, (4, 8, 8, 6))).astype(np.float32)
@@ -207,7 +205,7 @@ def test_training_graph_weights_move_to_the_export_graph():
     """The training graph (Reshape heads) and the export graph (one-hot conv heads) compute
     the same function once weights are transferred by layer name."""
     pytest.importorskip("tensorflow")
-    from model import build, transfer_weights
+    from training.nose_tracker.model import build, transfer_weights
 
     trained, export = build(0.5, for_training=True), build(0.5)
     rng = np.random.default_rng(4)

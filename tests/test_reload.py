@@ -1,6 +1,8 @@
 """Redeploys while a client keeps sending requests: no request may fail.
 
-Runs after test_e2e.py (file order) since it replaces the workers.
+On a stack of this module's own (``stack`` below overrides the session's): these tests replace
+the workers, change the revision and finally stop uWSGI, which no other test file may see --
+so the files can run in any order, and in parallel.
 """
 from __future__ import annotations
 
@@ -12,9 +14,19 @@ import time
 import pytest
 import requests
 
-from conftest import b64, synthetic_face
+from conftest import b64, start_stack, synthetic_face
 
 RELOAD_TIMEOUT = float(os.environ.get("E2E_RELOAD_TIMEOUT", "240"))
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """This module's own stack (the same settings as the session's), in its test order."""
+    st = start_stack(tmp_path_factory.mktemp("reload"))
+    print(f"\n[reload stack] up in {st.startup_s:.1f}s at {st.base}")
+    st.new_incidents()
+    yield st
+    st.stop()
 
 
 class Client(threading.Thread):

@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import base64
 import os
-import sys
 import threading
 from pathlib import Path
 
 import bentoml
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-from app.serving.repository import version_dir  # noqa: E402
+# app/ comes from the repository: bentoml serve runs from its root (bench/run.py: cwd and
+# PYTHONPATH), in the separate .venv-bench where the project is not installed
+from app.serving.repository import version_dir
 
 WORKERS = int(os.environ.get("BENTO_WORKERS", "2"))
 THREADS = int(os.environ.get("BENTO_THREADS", "4"))

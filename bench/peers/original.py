@@ -14,13 +14,9 @@ import argparse
 import base64
 import html
 import os
-import sys
 import threading
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-from app.serving.repository import version_dir  # noqa: E402
+from app.serving.repository import version_dir
 
 
 def build_app(threads: int, cache_size: int):

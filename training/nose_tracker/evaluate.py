@@ -24,9 +24,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from training.nose_tracker.data import contract_blob, data_dir, frame_photo, load_labels, split_indices
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from data import contract_blob, data_dir, frame_photo, load_labels, split_indices  # noqa: E402
 
 DEFAULT_PB = HERE.parents[1] / "models" / "nose_tracker" / "1.4.0" / "nose_tracker.pb"  # the shipped version
 

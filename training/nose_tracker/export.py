@@ -107,9 +107,7 @@ def sha256(path) -> str:
 
 
 def main():
-    import sys
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from model import build, transfer_weights
+    from training.nose_tracker.model import build, transfer_weights
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", required=True, help="weights saved by train.py (its training graph)")

@@ -21,13 +21,11 @@ import argparse
 import json
 import os
 import queue
-import sys
 import threading
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
@@ -73,9 +71,9 @@ def main():
     cv2.setNumThreads(1)
     import keras
 
-    from data import (Augmenter, apply_photo, data_dir, load_cache, load_labels, nose_below_eyeline,
-                      normalised_targets, split_indices)
-    from model import build, transfer_weights
+    from training.nose_tracker.data import (Augmenter, apply_photo, data_dir, load_cache, load_labels,
+                                            nose_below_eyeline, normalised_targets, split_indices)
+    from training.nose_tracker.model import build, transfer_weights
 
     keras.utils.set_random_seed(a.seed)
     root = data_dir(a.data)
@@ -202,8 +200,8 @@ def main():
     if a.no_export:
         return
 
-    from export import compare, freeze_keras, sha256
-    from evaluate import evaluate_pb
+    from training.nose_tracker.evaluate import evaluate_pb
+    from training.nose_tracker.export import compare, freeze_keras, sha256
     out = Path(a.out) if a.out else HERE.parents[1] / "models" / "nose_tracker" / a.version
     trained = model
     model = build(a.width, a.deep)  # the importer-safe graph, same weights
@@ -216,7 +214,7 @@ def main():
     x_rand = rng.random((8, 112, 112, 3), dtype=np.float32)
     diff = max(compare(model, pb, x_rand), compare(model, pb, probe))
     print(f"exported {pb} {pb.stat().st_size / 1e6:.2f} MB; max |keras - opencv| = {diff:.2e}", flush=True)
-    from bench import bench
+    from training.nose_tracker.bench import bench
     forward_ms = round(float(np.median(bench(pb, 300))), 3)
     print(f"forward (cv2.dnn, 1 thread, batch 1): median {forward_ms} ms", flush=True)
     metrics = {}

@@ -9,8 +9,6 @@ WORK = Path(os.environ.get("TRANSLATOR_WORK", ROOT / "work/translator"))
 #: (``models/translator/<highest or pinned version>``); pass --model-dir / --out
 #: models/translator/<new version> to make a new version.
 def _served() -> Path:
-    import sys
-    sys.path.insert(0, str(ROOT))
     from app.serving.repository import version_dir
     return version_dir("translator")
 
