@@ -76,6 +76,13 @@ def main(argv=None):
                   "minutes": round(state["seconds"] / 60, 1)},
         parameters=int(sum(a.size for a in arrays)),
     )
+    for name in ("train_args.json", "split_stats.json"):
+        if (args.work / name).exists():
+            key = {"train_args.json": "recipe", "split_stats.json": "split"}[name]
+            data = json.loads((args.work / name).read_text())
+            if key == "split":
+                data = {k: data[k] for k in ("split", "seed", "groups", "sizes") if k in data}
+            meta[key] = data
     meta_path.write_text(json.dumps(meta, indent=1) + "\n")
     size = sum(p.stat().st_size for p in args.out.iterdir() if p.is_file())
     print(f"exported {len(snaps)} averaged snapshots to {args.out} ({size / 1e6:.1f} MB)")

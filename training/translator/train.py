@@ -4,6 +4,27 @@ Fixed seed, fixed padded shapes (length buckets, each compiled once with XLA), l
 linear warm-up then cosine decay over the wall-clock budget, a
 checkpoint every few minutes (resumable: rerun the same command), dev loss/accuracy in the log,
 and weight snapshots over the last part of training for checkpoint averaging (export.py).
+
+Small-data options, all off (or at the shipped model's values) by default, so that the default
+command reproduces the shipped model's recipe:
+
+  --sp-alpha A [--sp-nbest N] [--sp-alpha-target A]
+        SentencePiece subword sampling (unigram "BPE-dropout"): every epoch the training pairs
+        are re-segmented with sp.encode(enable_sampling=True, alpha=A, nbest_size=N); the target
+        side uses --sp-alpha-target (default: the same A; 0 = off). Dev is never sampled.
+        With nbest -1, A=0.1 makes sequences ~1.8x longer and A=0.5 ~1.03x (measured, 8k vocab).
+  --ema D
+        exponential moving average of the weights (decay D, e.g. 0.999), updated inside the
+        compiled step; snapshots (and so export.py) then hold the averaged weights.
+  --enc-layers / --dec-layers, --dropout, --smoothing, --d-model, --ff, --heads (as before).
+  --lexicon FILE [FILE...] --lexicon-weight W [--lexicon-tag]
+        extra pairs (lexicon.py, gettext_pairs.py): each shown W times per epoch on average;
+        with --lexicon-tag their source starts with the <dict> piece (prepare.py --symbols).
+  --placeholders [--placeholder-keep-names P]
+        passthrough.protect_pair on every training pair, fresh each epoch: numbers, URLs, names
+        ... that the Spanish copies verbatim become the same placeholder on both sides, so the
+        model learns to copy placeholders (serving: passthrough.protect / restore). Needs
+        prepare.py --symbols.
 """
 from __future__ import annotations
 
@@ -21,11 +42,35 @@ from training.translator import paths
 BUCKETS = (10, 14, 18, 24, 32, 48, 64)
 
 
+def read_tsv(path: Path) -> list[tuple[str, str]]:
+    return [tuple(row.split("\t")[:2]) for row in path.read_text(encoding="utf-8").splitlines() if row]
+
+
 def encode_file(sp, path: Path, max_len: int):
     src, tgt = [], []
     for row in path.read_text(encoding="utf-8").splitlines():
         en, es = row.split("\t")
         s, t = sp.encode(en), sp.encode(es)
+        if len(s) + 1 <= max_len and len(t) + 1 <= max_len:
+            src.append(s)
+            tgt.append(t)
+    return src, tgt
+
+
+def encode_pairs(sp, pairs, max_len: int, alpha: float = 0.0, alpha_target: float = 0.0,
+                 nbest: int = -1, prefix: list[bool] | None = None, tag_id: int | None = None):
+    """Token ids of (English, Spanish) pairs, optionally with subword sampling and a tag piece
+    in front of the sources marked in `prefix`; pairs over max_len are dropped."""
+    def enc(texts, a):
+        if a > 0:
+            return sp.encode(list(texts), enable_sampling=True, alpha=a, nbest_size=nbest)
+        return sp.encode(list(texts))
+    srcs = enc((en for en, _ in pairs), alpha)
+    tgts = enc((es for _, es in pairs), alpha_target)
+    src, tgt = [], []
+    for k, (s, t) in enumerate(zip(srcs, tgts)):
+        if prefix is not None and prefix[k]:
+            s = [tag_id] + s
         if len(s) + 1 <= max_len and len(t) + 1 <= max_len:
             src.append(s)
             tgt.append(t)
@@ -91,6 +136,23 @@ def main(argv=None):
     ap.add_argument("--ckpt-minutes", type=float, default=5.0)
     ap.add_argument("--snapshots", type=int, default=6, help="weight snapshots kept for averaging")
     ap.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (tests)")
+    ap.add_argument("--sp-alpha", type=float, default=0.0,
+                    help="subword sampling smoothing for the source (0 = off, the shipped model)")
+    ap.add_argument("--sp-alpha-target", type=float, default=None,
+                    help="subword sampling for the target (default: --sp-alpha; 0 = off)")
+    ap.add_argument("--sp-nbest", type=int, default=-1, help="subword sampling nbest_size")
+    ap.add_argument("--ema", type=float, default=0.0, help="EMA decay of the weights (0 = off)")
+    ap.add_argument("--lexicon", type=Path, nargs="*", default=[],
+                    help="extra pair files (TSV English<TAB>Spanish...): lexicon.tsv, gettext.tsv")
+    ap.add_argument("--lexicon-weight", type=float, default=0.2,
+                    help="times each extra pair is shown per epoch, on average")
+    ap.add_argument("--lexicon-tag", action="store_true",
+                    help="prefix extra pairs' sources with the <dict> piece (prepare.py --symbols)")
+    ap.add_argument("--lexicon-max-rows", type=int, default=0, help="cap per file (0 = all)")
+    ap.add_argument("--placeholders", action="store_true",
+                    help="teach copying of pass-through placeholders (prepare.py --symbols)")
+    ap.add_argument("--placeholder-keep-names", type=float, default=0.8,
+                    help="probability that the frequent names (Tom, Mary, John) stay as words")
     ap.add_argument("--init-from", type=Path,
                     help="start from an exported model dir (e.g. models/translator) instead of "
                          "random weights; its config.json and spm.model must match")
@@ -117,15 +179,65 @@ def main(argv=None):
         log.write(line + "\n")
 
     sp = spm.SentencePieceProcessor(model_file=str(work / "spm.model"))
-    src, tgt = encode_file(sp, work / "train.tsv", BUCKETS[-1])
+    alpha_t = args.sp_alpha if args.sp_alpha_target is None else args.sp_alpha_target
+    tag_id = None
+    if args.lexicon_tag or args.placeholders:
+        from training.translator import passthrough
+        from training.translator.lexicon_data import DICT_TAG
+        need = ([DICT_TAG] if args.lexicon_tag else []) + (passthrough.PLACEHOLDERS if args.placeholders else [])
+        missing = [p for p in need if sp.piece_to_id(p) == sp.unk_id()]
+        if missing:
+            raise SystemExit(f"spm.model has no piece for {missing[:3]}: run prepare.py --symbols")
+        tag_id = sp.piece_to_id(DICT_TAG) if args.lexicon_tag else None
+    extra = []
+    if args.lexicon:
+        from training.translator import lexicon_data
+        extra = lexicon_data.read_pairs(args.lexicon, args.lexicon_max_rows)
+        say(f"extra pairs {len(extra)} from {', '.join(map(str, args.lexicon))}, weight "
+            f"{args.lexicon_weight}{', tagged' if args.lexicon_tag else ''}")
+    dynamic = bool(args.sp_alpha > 0 or alpha_t > 0 or extra or args.placeholders)
+    corpus = read_tsv(work / "train.tsv")
+    if dynamic:
+        src, tgt = encode_pairs(sp, corpus, BUCKETS[-1])  # for the log only; epochs re-encode
+    else:
+        src, tgt = encode_file(sp, work / "train.tsv", BUCKETS[-1])  # the shipped recipe
     dsrc, dtgt = encode_file(sp, work / "dev.tsv", BUCKETS[-1])
     say(f"train pairs {len(src)}, dev pairs {len(dsrc)}")
+
+    def epoch_data(epoch_no: int):
+        """This epoch's (src, tgt): the fixed encoding, or a fresh sample of everything."""
+        if not dynamic:
+            return src, tgt
+        import random as _random
+        r = _random.Random(args.seed * 1000 + epoch_no)
+        pairs = corpus
+        if args.placeholders:
+            from training.translator import passthrough
+            pairs = [passthrough.protect_pair(en, es, r, args.placeholder_keep_names)[:2]
+                     for en, es in corpus]
+        tagged = [False] * len(pairs)
+        if extra:
+            from training.translator import lexicon_data
+            idx = lexicon_data.sample_indices(len(extra), args.lexicon_weight,
+                                              np.random.default_rng(args.seed * 1000 + epoch_no))
+            pairs = pairs + [extra[i] for i in idx]
+            tagged = tagged + [bool(args.lexicon_tag)] * len(idx)
+        t0 = time.time()
+        out = encode_pairs(sp, pairs, BUCKETS[-1], args.sp_alpha, alpha_t, args.sp_nbest,
+                           tagged if tag_id is not None else None, tag_id)
+        say(f"epoch {epoch_no} data: {len(out[0])} pairs ({len(pairs) - len(corpus)} extra), "
+            f"{sum(map(len, out[0])) / max(1, len(out[0])):.1f} source tokens/pair, "
+            f"encoded in {time.time() - t0:.1f} s")
+        return out
     dev_batches = make_batches(dsrc, dtgt, args.tokens, np.random.default_rng(0))
 
     config = dict(vocab_size=sp.get_piece_size(), d_model=args.d_model, heads=args.heads,
                   ff=args.ff, enc_layers=args.enc_layers, dec_layers=args.dec_layers,
                   dropout=args.dropout)
     (work / "config.json").write_text(json.dumps(config, indent=1))
+    recipe = {k: (str(v) if isinstance(v, Path) else [str(x) for x in v] if isinstance(v, list) else v)
+              for k, v in vars(args).items()}
+    (work / "train_args.json").write_text(json.dumps(recipe, indent=1))
     model = Transformer(**config).build_weights()
     say(f"parameters: {model.count_params():,}")
 
@@ -141,7 +253,13 @@ def main(argv=None):
         return args.lr * warm * cosine
 
     optimizer = build_optimizer(model, lambda: lr_at(step, progress))
-    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
+    ema = None
+    if args.ema > 0:
+        ema = tf.Module()
+        ema.vars = [tf.Variable(v.numpy(), trainable=False, name="ema") for v in model.weights]
+        ema_decay = tf.constant(args.ema, tf.float32)
+    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step,
+                               **({"ema": ema} if ema is not None else {}))
     manager = tf.train.CheckpointManager(ckpt, str(ckpt_dir), max_to_keep=2)
     if args.init_from and not manager.latest_checkpoint:
         with np.load(args.init_from / "weights.npz") as data:
@@ -149,6 +267,9 @@ def main(argv=None):
                 raise SystemExit(f"{args.init_from} does not match this architecture")
             model.set_weights([data[f"w{i:03d}"].astype(np.float32) for i in range(len(model.weights))])
         say(f"initialised from {args.init_from}")
+    if ema is not None and not manager.latest_checkpoint:
+        for e, v in zip(ema.vars, model.weights):  # start the average at the initial weights
+            e.assign(v)
     if manager.latest_checkpoint:
         ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         say(f"resumed from {manager.latest_checkpoint} at step {int(step)}")
@@ -175,6 +296,13 @@ def main(argv=None):
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         step.assign_add(1)
+        if ema is not None:
+            # Warm-up of the decay (as tf.train.ExponentialMovingAverage with num_updates):
+            # early on the average follows the weights closely.
+            s = tf.cast(step, tf.float32)
+            d = tf.minimum(ema_decay, (1.0 + s) / (10.0 + s))
+            for e, v in zip(ema.vars, model.weights):
+                e.assign(d * e + (1.0 - d) * tf.cast(v.value, tf.float32))
         return loss
 
     @tf.function(jit_compile=True, autograph=False)
@@ -183,10 +311,21 @@ def main(argv=None):
         return nll, correct, n
 
     def dev_eval():
-        tot = np.zeros(3)
-        for a, b, c in dev_batches:
-            tot += np.array([float(x) for x in eval_step(a, b, c)])
-        return tot[0] / tot[2], tot[1] / tot[2]
+        def run():
+            tot = np.zeros(3)
+            for a, b, c in dev_batches:
+                tot += np.array([float(x) for x in eval_step(a, b, c)])
+            return tot[0] / tot[2], tot[1] / tot[2]
+        result = run()
+        if ema is not None:  # also score the averaged weights (what export.py ships)
+            current = [v.numpy() for v in model.weights]
+            for v, e in zip(model.weights, ema.vars):
+                v.assign(e.numpy())
+            el, ea = run()
+            for v, c in zip(model.weights, current):
+                v.assign(c)
+            say(f"dev with EMA weights: nll {el:.3f} token acc {ea:.3f}")
+        return result
 
     budget = args.minutes * 60.0
     spent = float(state.get("seconds", 0.0))
@@ -203,7 +342,7 @@ def main(argv=None):
 
     def snapshot():
         path = snap_dir / f"step{int(step):07d}.npz"
-        np.savez(path, *[v.numpy() for v in model.weights])
+        np.savez(path, *[v.numpy() for v in (ema.vars if ema is not None else model.weights)])
         for old in sorted(snap_dir.glob("step*.npz"))[:-args.snapshots]:
             old.unlink()
         say(f"snapshot {path.name}")
@@ -211,7 +350,8 @@ def main(argv=None):
     batches_per_epoch = None
     done = False
     while not done:
-        batches = make_batches(src, tgt, args.tokens, rng)
+        esrc, etgt = epoch_data(epoch)
+        batches = make_batches(esrc, etgt, args.tokens, rng)
         batches_per_epoch = len(batches)
         for a, b, c in batches:
             progress.assign((spent + time.time() - start) / budget)
