@@ -27,7 +27,8 @@ from bench.stack import OurStack
 ROOT = Path(__file__).resolve().parent.parent
 
 LEGACY = ["image-bin", "image-64", "translate"]
-V2 = {"v2-image": "image-64", "v2-translate": "translate"}  # V2 route -> the legacy route it is compared with
+#: a newer protocol's route -> the legacy route it is compared with (same inputs, same model)
+V2 = {"v2-image": "image-64", "v2-translate": "translate", "lt-translate": "translate"}
 
 
 def export_commit(rev: str, dest: Path) -> str:
@@ -93,8 +94,8 @@ def main() -> int:
         for v2, legacy in V2.items():
             h, l2 = med["head"][(v2, 32)], med["head"][(legacy, 32)]
             rows.append([ENDPOINTS[v2][3], 32, f"{h:.1f}", f"{l2:.1f}", f"{h / l2:.3f}"])
-        print("\n## Open Inference Protocol vs the legacy route, this tree, c=32 (req/s)\n")
-        print(md_table(["V2 route", "c", "V2", "legacy", "ratio"], rows))
+        print("\n## Open Inference Protocol and LibreTranslate routes vs the legacy route, this tree, c=32 (req/s)\n")
+        print(md_table(["route", "c", "req/s", "legacy req/s", "ratio"], rows))
         errors = sum(r["errors"] for rs in runs.values() for run in rs for r in run.values())
         print(f"\nerrors in all cells: {errors}")
         out = {"started": started, "machine": machine(), "base": base_sha, "head": head, "args": vars(a),

@@ -57,6 +57,8 @@ ENDPOINTS = {  # key: (path, content type, body source, label)
                  "POST /v2/models/nose_tracker/infer (640x480 JPEG, base64 BYTES tensor)"),
     "v2-translate": ("/v2/models/translator/infer", "application/json", "v2sentences",
                      "POST /v2/models/translator/infer (10-word sentence, BYTES tensor)"),
+    "lt-translate": ("/translate", "application/json", "ltsentences",
+                     "POST /translate (LibreTranslate API, 10-word sentence)"),
     # no model, no body: what nginx + uWSGI + Flask + wrk alone cost on these cores (our stack only)
     "healthz": ("/healthz", None, "none", "GET /healthz (no model: the HTTP stack's ceiling)"),
 }
@@ -103,12 +105,15 @@ def build_inputs(tmp: Path, seed: int = 0) -> dict:
                                                   for p in paragraphs) + "\n")
     (tmp / "v2sentences.txt").write_text("\n".join(json.dumps({"inputs": [
         {"name": "text", "shape": [1], "datatype": "BYTES", "data": [s]}]}, ensure_ascii=False) for s in ten) + "\n")
+    (tmp / "ltsentences.txt").write_text("\n".join(json.dumps({"q": s, "source": "en", "target": "es"},
+                                                             ensure_ascii=False) for s in ten) + "\n")
     (tmp / "forms.txt").write_text("\n".join(urllib.parse.urlencode({"English": s}) for s in ten) + "\n")
     (tmp / "repeated.txt").write_text(json.dumps({"text": ten[0]}) + "\n")
     return {"jpeg_bytes": len(jpg), "jpeg_size": [640, 480], "sentences": len(ten), "paragraphs": len(paragraphs),
             "example_sentence": ten[0], "example_paragraph": paragraphs[0], "face": row["path"],
             "files": {"multipart": tmp / "multipart.bin", "image64": tmp / "image64.json",
                       "v2image": tmp / "v2image.json", "v2sentences": tmp / "v2sentences.txt",
+                      "ltsentences": tmp / "ltsentences.txt",
                       "sentences": tmp / "sentences.txt", "paragraphs": tmp / "paragraphs.txt",
                       "forms": tmp / "forms.txt", "repeated": tmp / "repeated.txt"},
             "boundary": boundary, "ten": ten[:64]}
