@@ -1,13 +1,13 @@
 """This tree against an earlier commit, in one run on one machine: the legacy endpoints at
 c=1/8/32 on both, and the Open Inference Protocol routes against the legacy ones at c=32.
 
-    .venv/bin/python bench/compare.py --base 02ab199            # ~6 min; Markdown to stdout
+    .venv/bin/python bench/compare.py --base 02ab199            # ~8 min; Markdown to stdout
     .venv/bin/python bench/compare.py --base 02ab199 --rounds 1 --duration 3
 
 The earlier commit is exported with ``git archive`` into a temporary directory and run from
-there (its own app/, app.ini and nginx templates, the same .venv). Rounds alternate which
-stack goes first, and each cell's figure is the median over rounds, so drift on a shared
-machine falls on both sides. Translator cache off on both (TRANSLATE_CACHE_SIZE=0), as in
+there (its own app/, app.ini and nginx templates, the same .venv). Both stacks run at once;
+each cell runs on both sides back to back, the order alternating per round, and each figure
+is the median over rounds, so drift on a shared machine falls on both sides. Translator cache off on both (TRANSLATE_CACHE_SIZE=0), as in
 bench/run.py; loopback only, every wrk cell bounded in time and count.
 """
 from __future__ import annotations
@@ -40,28 +40,38 @@ def export_commit(rev: str, dest: Path) -> str:
     return sha
 
 
-def run_stack(root: Path, label: str, cells: list[tuple[str, int]], a, inputs: dict) -> dict:
-    st = OurStack(ours_env(), workers=2, root=root)
-    out = {}
+def run_interleaved(roots: dict, cells: dict, a, inputs: dict) -> dict:
+    """Both stacks up at once (an idle stack costs no CPU); every cell runs on each side in
+    turn, the order alternating per round, so machine drift falls on both sides alike."""
+    stacks = {side: OurStack(ours_env(), workers=2, root=root) for side, root in roots.items()}
+    runs: dict = {side: {} for side in stacks}
     try:
-        st.start()
-        for ep in dict.fromkeys(e for e, _ in cells):
-            wrk_cell(st.base, ep, inputs, 8, 1, 0)  # warm-up, not recorded
-        for ep, c in cells:
-            drain(st.worker_pids)
-            r = wrk_cell(st.base, ep, inputs, c, a.duration, a.max_requests)
-            out[(ep, c)] = r
-            print(f"  {label:6s} {ep:12s} c={c:<3d} {r['rps']:8.1f} req/s  p50 {r['p50_ms']:7.2f} ms  "
-                  f"errors {r['errors']}", flush=True)
+        for st in stacks.values():
+            st.start()
+        for side, st in stacks.items():
+            for ep in dict.fromkeys(e for e, _ in cells[side]):
+                wrk_cell(st.base, ep, inputs, 8, 1, 0)  # warm-up, not recorded
+        every = list(dict.fromkeys(c for side in cells for c in cells[side]))
+        for r in range(a.rounds):
+            for cell in every:
+                sides = [s for s in (("base", "head") if r % 2 == 0 else ("head", "base")) if cell in cells[s]]
+                for side in sides:
+                    st = stacks[side]
+                    drain(st.worker_pids)
+                    res = wrk_cell(st.base, cell[0], inputs, cell[1], a.duration, a.max_requests)
+                    runs[side].setdefault(cell, []).append(res)
+                    print(f"  {side:4s} {cell[0]:12s} c={cell[1]:<3d} {res['rps']:8.1f} req/s  "
+                          f"p50 {res['p50_ms']:7.2f} ms  errors {res['errors']}", flush=True)
     finally:
-        st.stop()
-    return out
+        for st in stacks.values():
+            st.stop()
+    return runs
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", required=True, help="the earlier commit (e.g. the one before a change)")
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=float, default=5.0, help="seconds per wrk cell")
     ap.add_argument("--max-requests", type=int, default=20000)
     ap.add_argument("--json", help="output JSON path (default bench/results/compare-<time>.json)")
@@ -75,15 +85,11 @@ def main() -> int:
         inputs = build_inputs(tmp)
         legacy_cells = [(e, c) for e in LEGACY for c in (1, 8, 32)]
         v2_cells = [(e, 32) for e in V2]
-        runs: dict[str, list[dict]] = {"base": [], "head": []}
         print(f"# compare {head} (this tree) with {base_sha}, {a.rounds} rounds, {machine()['cpu']}", flush=True)
-        for r in range(a.rounds):
-            order = ("base", "head") if r % 2 == 0 else ("head", "base")
-            for side in order:
-                root = tmp / "base" if side == "base" else ROOT
-                cells = legacy_cells + (v2_cells if side == "head" else [])
-                runs[side].append(run_stack(root, side, cells, a, inputs))
-        med = {side: {k: statistics.median(run[k]["rps"] for run in rs) for k in rs[0]} for side, rs in runs.items()}
+        runs = run_interleaved({"base": tmp / "base", "head": ROOT},
+                               {"base": legacy_cells, "head": legacy_cells + v2_cells}, a, inputs)
+        med = {side: {k: statistics.median(r["rps"] for r in rs) for k, rs in cells.items()}
+               for side, cells in runs.items()}
         rows = []
         for e, c in legacy_cells:
             b, h = med["base"][(e, c)], med["head"][(e, c)]
@@ -96,11 +102,10 @@ def main() -> int:
             rows.append([ENDPOINTS[v2][3], 32, f"{h:.1f}", f"{l2:.1f}", f"{h / l2:.3f}"])
         print("\n## Open Inference Protocol and LibreTranslate routes vs the legacy route, this tree, c=32 (req/s)\n")
         print(md_table(["route", "c", "req/s", "legacy req/s", "ratio"], rows))
-        errors = sum(r["errors"] for rs in runs.values() for run in rs for r in run.values())
+        errors = sum(r["errors"] for cells in runs.values() for rs in cells.values() for r in rs)
         print(f"\nerrors in all cells: {errors}")
         out = {"started": started, "machine": machine(), "base": base_sha, "head": head, "args": vars(a),
-               "runs": {side: [{f"{e}@{c}": r for (e, c), r in run.items()} for run in rs]
-                        for side, rs in runs.items()},
+               "runs": {side: {f"{e}@{c}": rs for (e, c), rs in cells.items()} for side, cells in runs.items()},
                "median_rps": {side: {f"{e}@{c}": v for (e, c), v in m.items()} for side, m in med.items()},
                "errors": errors}
         RESULTS.mkdir(parents=True, exist_ok=True)

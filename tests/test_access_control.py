@@ -14,7 +14,7 @@ import time
 import pytest
 import requests
 
-from conftest import ROOT, Stack, free_port, nginx_bin, render_nginx, start_nginx, stop_process, wait_port
+from conftest import ROOT, free_port, nginx_bin, render_nginx, start_nginx, start_stack, stop_process, wait_port
 
 from app.web.security import CSP, SECURITY_HEADERS
 
@@ -24,14 +24,9 @@ KEY2 = "k2-fedcba9876543210fedc"
 
 @pytest.fixture(scope="module")
 def keyed(tmp_path_factory):
-    st = Stack(tmp_path_factory.mktemp("keyed"), {
+    st = start_stack(tmp_path_factory.mktemp("keyed"), {
         "WORKERS": "1", "THREADS": "4", "MODEL_LOADING": "off", "API_KEYS": f"{KEY1}, {KEY2}",
     })
-    try:
-        st.start()
-    except Exception:
-        st.stop()
-        raise
     yield st
     st.stop()
 

@@ -19,7 +19,7 @@ import pytest
 import requests
 from libretranslatepy import LibreTranslateAPI
 
-from conftest import Stack
+from conftest import start_stack
 
 KEY = "lt-key-0123456789abcdef"
 ORIGIN = "https://app.example.org"
@@ -28,15 +28,10 @@ JSON = {"Content-Type": "application/json"}
 
 @pytest.fixture(scope="module")
 def keyed(tmp_path_factory):
-    st = Stack(tmp_path_factory.mktemp("lt-keyed"), {
+    st = start_stack(tmp_path_factory.mktemp("lt-keyed"), {
         "WORKERS": "1", "THREADS": "4", "ENABLED_MODELS": "translator", "PRELOAD_LIBRARIES": "1",
         "API_KEYS": KEY, "CORS_ORIGINS": ORIGIN, "TRANSLATE_FILE_TTL": "2", "TRANSLATE_FILE_MAX_BYTES": "4096",
     })
-    try:
-        st.start()
-    except Exception:
-        st.stop()
-        raise
     yield st
     st.stop()
 

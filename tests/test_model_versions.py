@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from app.serving.repository import version_dir
-from conftest import Stack, b64, synthetic_face
+from conftest import b64, start_stack, synthetic_face
 
 RELOAD_TIMEOUT = float(os.environ.get("E2E_RELOAD_TIMEOUT", "240"))
 OLD, NEW = "1.4.0", "1.5.0"
@@ -28,12 +28,9 @@ def versioned(tmp_path_factory):
     model = repo / "nose_tracker"
     shutil.copytree(version_dir("nose_tracker"), model / OLD)
     (model / "model.json").write_text(json.dumps({"servable": "nose_tracker"}))
-    st = Stack(tmp, {"MODEL_REPOSITORY": str(repo), "ENABLED_MODELS": "nose_tracker", "PRELOAD_LIBRARIES": "0"})
-    try:
-        st.start()
-        yield st, model
-    finally:
-        st.stop()
+    st = start_stack(tmp, {"MODEL_REPOSITORY": str(repo), "ENABLED_MODELS": "nose_tracker", "PRELOAD_LIBRARIES": "0"})
+    yield st, model
+    st.stop()
 
 
 class Load(threading.Thread):
