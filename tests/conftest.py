@@ -127,13 +127,18 @@ def start_stack(tmp: Path, extra_env: dict | None = None, cls=Stack) -> Stack:
     return st
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory):
-    st = start_stack(tmp_path_factory.mktemp("stack"))
-    print(f"\n[stack] up in {st.startup_s:.1f}s at {st.base}")
+def serve_stack(tmp_path_factory, name: str):
+    """A default stack for a fixture's scope: started, its start-up log read, stopped after."""
+    st = start_stack(tmp_path_factory.mktemp(name))
+    print(f"\n[{name}] up in {st.startup_s:.1f}s at {st.base}")
     st.new_incidents()
     yield st
     st.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory):
+    yield from serve_stack(tmp_path_factory, "stack")
 
 
 # --- parallel runs (pytest-xdist) ---------------------------------------------------------------

@@ -14,7 +14,7 @@ import time
 import pytest
 import requests
 
-from conftest import b64, start_stack, synthetic_face
+from conftest import b64, serve_stack, synthetic_face
 
 RELOAD_TIMEOUT = float(os.environ.get("E2E_RELOAD_TIMEOUT", "240"))
 
@@ -22,11 +22,7 @@ RELOAD_TIMEOUT = float(os.environ.get("E2E_RELOAD_TIMEOUT", "240"))
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     """This module's own stack (the same settings as the session's), in its test order."""
-    st = start_stack(tmp_path_factory.mktemp("reload"))
-    print(f"\n[reload stack] up in {st.startup_s:.1f}s at {st.base}")
-    st.new_incidents()
-    yield st
-    st.stop()
+    yield from serve_stack(tmp_path_factory, "reload")
 
 
 class Client(threading.Thread):

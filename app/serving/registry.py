@@ -91,8 +91,6 @@ class ModelHandle:
         d: dict = {"status": self.status, "version": self.version}
         if self.error:
             d["error"] = self.error
-        if self.servable is not None:
-            d["name"] = self.name
         if self.sha256:
             d["sha256"] = self.artifact_sha256
         for k in ("load_ms", "warmup_ms", "ready_ms"):
