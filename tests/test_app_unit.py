@@ -13,7 +13,7 @@ import pytest
 
 from app import create_app
 from app.config import Config
-from app.servables.translator.model import InputTooLong
+from app.servables.translator.model import InputTooLong, Sentence, Translation, split_sentences
 from app.serving.registry import ModelRegistry
 from conftest import ROOT, synthetic_face
 
@@ -22,14 +22,19 @@ NOSE, TRANSLATOR = "nose_tracker", "translator"
 
 
 class StubTranslator:
-    """Test double of the translator servable's model: upper-cases the text (never shipped)."""
+    """Test double of the translator servable's model: upper-cases each sentence (never
+    shipped); a question gets confidence 0.2, anything else 0.9; calibrated threshold 0.5."""
+
+    metadata = {"confidence": {"threshold": 0.5}}
+    placeholders = False
 
     def __init__(self):
         self.calls = []
 
     def translate(self, texts, beam=1):
         self.calls.append((list(texts), beam))
-        return [t.upper() for t in texts]
+        return [Translation([[Sentence(s, s.upper(), 0.2 if s.endswith("?") else 0.9)
+                              for s in split_sentences(line)] for line in t.splitlines()]) for t in texts]
 
     def cached(self, texts, beam=1):
         return None
@@ -124,6 +129,35 @@ def test_result_page_escapes(loaded):
     assert r.status_code == 200
     assert "&lt;script&gt;x&lt;/script&gt;" in html and "&lt;SCRIPT&gt;X&lt;/SCRIPT&gt;" in html
     assert "<script>" not in html.lower()
+
+
+def test_low_confidence_sentences_marked_on_page_and_in_api(loaded):
+    c, _ = loaded
+    text = "It is fine. Is it?\nYes."
+    html = c.post("/result", data={"English": text}).get_data(as_text=True)
+    assert ('<p class="text" id="translation" lang="es" aria-describedby="confidence-note">'
+            '<span title="Confidence 0.90">IT IS FINE.</span> <mark class="low-confidence" '
+            'title="Low confidence (0.20): check this sentence">IS IT?</mark>\n'
+            '<span title="Confidence 0.90">YES.</span></p>') in html
+    assert "1 highlighted sentence\n    with low confidence (below 0.50)" in html
+    r = c.post("/api/translate", json={"text": text}).json
+    assert r["translation"] == "IT IS FINE. IS IT?\nYES." and r["confidence"] == 0.2
+    assert [(s["translation"], s["low_confidence"]) for s in r["sentences"][0]] == [
+        ("IT IS FINE.", False), ("IS IT?", True), ("YES.", False)]
+    assert r["low_confidence_threshold"] == 0.5
+    plain = c.post("/result", data={"English": "All good."}).get_data(as_text=True)
+    assert "confidence-note" not in plain and "<mark" not in plain
+
+
+def test_low_confidence_threshold_setting():
+    _, reg, app = make_app(TRANSLATE_LOW_CONFIDENCE="0.95")
+    stub_translator(reg)
+    r = app.test_client().post("/api/translate", json={"text": "It is fine."}).json
+    assert r["low_confidence_threshold"] == 0.95 and r["sentences"][0][0]["low_confidence"] is True
+    for bad in ("1.5", "high"):  # a bad setting fails the model with a clear reason, not the app
+        _, reg, _ = make_app(TRANSLATE_LOW_CONFIDENCE=bad)
+        h = reg.handles[TRANSLATOR]
+        assert h.status == "failed" and "TRANSLATE_LOW_CONFIDENCE" in h.error
 
 
 def test_request_id_echo_and_generation(loaded):

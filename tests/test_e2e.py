@@ -106,10 +106,10 @@ def test_result_page_translates_and_escapes(stack):
     assert "The &lt;b&gt;cat&lt;/b&gt; &amp; the dog." in html
     assert "<b>cat</b>" not in html
     expected = stack.post("/api/translate", json={"text": text}).json()["translation"]
-    m = re.search(r'<p class="text" id="translation" lang="es">(.*?)</p>', html, re.S)
+    m = re.search(r'<p class="text" id="translation" lang="es"[^>]*>(.*?)</p>', html, re.S)
     assert m, html
     import html as _html
-    assert _html.unescape(m.group(1)) == expected
+    assert _html.unescape(re.sub(r"<[^>]+>", "", m.group(1))) == expected
     assert 'href="/index"' in html  # back link
 
 
@@ -276,7 +276,25 @@ def test_translate_single_and_batch(stack):
     assert r.status_code == 200, r.text
     b = r.json()
     assert len(b["translations"]) == 3 and b["translations"][1] == "" and b["beam"] == 2
-    assert "translation" not in b
+    assert "translation" not in b and "confidence" not in b
+
+
+def test_translate_confidence_per_sentence(stack):
+    """Each sentence's confidence; a text's confidence is its lowest; the empty text has none."""
+    r = stack.post("/api/translate", json={"texts": ["I have a house. Where is the station?", "", "Xqzt vlorp."]})
+    assert r.status_code == 200, r.text
+    b = r.json()
+    low = b["low_confidence_threshold"]
+    assert 0 < low < 1
+    first, empty, junk = b["sentences"]
+    assert [s["source"] for s in first] == ["I have a house.", "Where is the station?"]
+    assert " ".join(s["translation"] for s in first) == b["translations"][0]
+    assert all(0 < s["confidence"] <= 1 and s["low_confidence"] == (s["confidence"] < low) for s in first + junk)
+    assert b["confidences"][0] == min(s["confidence"] for s in first)
+    assert empty == [] and b["confidences"][1] == 1.0
+    assert b["confidences"][2] < min(s["confidence"] for s in first)
+    one = stack.post("/api/translate", json={"text": "I have a house."}).json()
+    assert one["confidence"] == one["confidences"][0] == first[0]["confidence"]
 
 
 # --- errors: JSON shape, statuses, no 5xx, workers survive -------------------------------

@@ -81,6 +81,28 @@ def test_incremental_decoder_matches_full_forward(model):
         np.testing.assert_allclose(logits.numpy()[:, keep], full[:, t, keep], atol=1e-3, rtol=1e-3)
 
 
+def test_confidence_is_the_models_own_probability_of_its_output(model):
+    """Greedy and beam confidences equal exp(mean log-softmax) of the full teacher-forced
+    forward pass over the output they chose, end token included."""
+    import numpy as np
+    from app.servables.translator.transformer import BOS, EOS
+
+    texts = ["Where is the station?", "I have a big house near the sea."]
+    for beam in (1, 4):
+        for text, out in zip(texts, model.translate(texts, beam=beam)):
+            src = np.array([model.sp.encode(text) + [EOS]], np.int32)
+            ids = model.translate_ids([model.sp.encode(text)], beam=beam)[0][0]
+            tgt_in = np.array([[BOS] + ids], np.int32)
+            logits = model.model((src, tgt_in)).numpy()[0].astype(np.float64)
+            logits += model.decoder.suppress.numpy()
+            logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) \
+                - logits.max(-1, keepdims=True)
+            want = np.exp(np.mean([logp[t, tok] for t, tok in enumerate(ids + [EOS])]))
+            (sentence,) = out.sentences
+            assert sentence.confidence == pytest.approx(want, abs=2e-3)
+            assert out.confidence == sentence.confidence and 0 < sentence.confidence <= 1
+
+
 def test_exact_translations(model):
     got = model.translate(list(EXPECTED), beam=1)
     assert dict(zip(EXPECTED, got)) == EXPECTED

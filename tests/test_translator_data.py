@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from conftest import SHARED, skip_or_fail
-from training.translator import dedup, gettext_pairs, lexicon, lexicon_data, passthrough
+from app.servables.translator import passthrough
+from training.translator import dedup, gettext_pairs, lexicon, lexicon_data
 
 REAL_DATA = SHARED / "data" / "translator" / "spa-eng" / "spa.txt"
 

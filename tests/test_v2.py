@@ -56,7 +56,8 @@ def test_model_metadata(client):
     assert m == client.get_model_metadata("nose_tracker", NOSE_VERSION)
     t = client.get_model_metadata("translator")
     assert t["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
-    assert t["outputs"] == [{"name": "translation", "datatype": "BYTES", "shape": [-1]}]
+    assert t["outputs"] == [{"name": "translation", "datatype": "BYTES", "shape": [-1]},
+                            {"name": "confidence", "datatype": "FP32", "shape": [-1]}]
     assert t["parameters"]["batching"]["max_batch_size"] == 32
 
 
@@ -69,12 +70,15 @@ def test_repository_index(client):
 def test_translator_infer_equals_legacy_endpoint(stack, client):
     texts = ["Good morning.", "I have a house.", "Thank you very much.", "Where is the station?"]
     for beam in (1, 4):
-        r = client.infer("translator", [_bytes_input("text", texts)], outputs=[_out("translation")],
+        r = client.infer("translator", [_bytes_input("text", texts)],
+                         outputs=[_out("translation"), _out("confidence")],
                          parameters={"beam": beam}, request_id="req-7")
         assert r.get_response()["id"] == "req-7" and r.get_response()["model_name"] == "translator"
         got = [x.decode() if isinstance(x, bytes) else x for x in r.as_numpy("translation").tolist()]
-        legacy = stack.post("/api/translate", json={"texts": texts, "beam": beam}).json()["translations"]
-        assert got == legacy
+        legacy = stack.post("/api/translate", json={"texts": texts, "beam": beam}).json()
+        assert got == legacy["translations"]
+        assert r.as_numpy("confidence").dtype == "float32"
+        assert r.as_numpy("confidence").tolist() == pytest.approx(legacy["confidences"], abs=1e-6)
 
 
 def test_nose_infer_image_equals_legacy_endpoint(stack, client):

@@ -14,7 +14,8 @@ import argparse
 import json
 from pathlib import Path
 
-from training.translator import passthrough, paths
+from app.servables.translator import passthrough
+from training.translator import paths
 
 EXAMPLES = [
     "Tom lives in Boston.",

@@ -144,7 +144,7 @@ def main(argv=None):
     text = args.work / "spm_input.txt"
     symbols = []
     if args.symbols:
-        from training.translator import passthrough
+        from app.servables.translator import passthrough
         from training.translator.lexicon_data import DICT_TAG
         symbols = [DICT_TAG, *passthrough.PLACEHOLDERS]
     with text.open("w", encoding="utf-8") as f:

@@ -182,7 +182,7 @@ def main(argv=None):
     alpha_t = args.sp_alpha if args.sp_alpha_target is None else args.sp_alpha_target
     tag_id = None
     if args.lexicon_tag or args.placeholders:
-        from training.translator import passthrough
+        from app.servables.translator import passthrough
         from training.translator.lexicon_data import DICT_TAG
         need = ([DICT_TAG] if args.lexicon_tag else []) + (passthrough.PLACEHOLDERS if args.placeholders else [])
         missing = [p for p in need if sp.piece_to_id(p) == sp.unk_id()]
@@ -212,7 +212,7 @@ def main(argv=None):
         r = _random.Random(args.seed * 1000 + epoch_no)
         pairs = corpus
         if args.placeholders:
-            from training.translator import passthrough
+            from app.servables.translator import passthrough
             pairs = [passthrough.protect_pair(en, es, r, args.placeholder_keep_names)[:2]
                      for en, es in corpus]
         tagged = [False] * len(pairs)

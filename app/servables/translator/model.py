@@ -5,13 +5,20 @@ The version directory (models/translator/<version>/) holds ``config.json`` (arch
 
 ``Translator.translate(texts, beam)`` splits each text into sentences, translates all sentences of
 all texts in a few length-bucketed batches (each one ``tf.function`` call with a key/value cache),
-and rejoins them. Texts longer than :data:`MAX_CHARS` are refused with :class:`InputTooLong`,
-never truncated.
+and rejoins them. Each result is a :class:`Translation`: the Spanish text (a ``str``) with, per
+sentence, its confidence: the exponential of the length-normalised log-probability the model gave
+its own output (the geometric mean of the token probabilities, 0..1). Texts longer than
+:data:`MAX_CHARS` are refused with :class:`InputTooLong`, never truncated.
+
+A model trained with placeholders (its metadata's ``recipe.placeholders``) gets names, numbers,
+URLs, e-mail addresses and emoji replaced by ``⟦0⟧``, ``⟦1⟧``... before decoding and put back
+after it (:mod:`.passthrough`), so they come out unchanged whatever the model does with them.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
@@ -20,10 +27,12 @@ import time
 import unicodedata
 from collections import OrderedDict
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from ...serving.artifacts import sha256_file
+from . import passthrough
 from .servable import MAX_CHARS
 
 MAX_SENTENCE_TOKENS = 60  # longer sentences are cut at commas / word boundaries before decoding
@@ -57,6 +66,40 @@ def sentence_case(sentence: str) -> str:
     return low[:1].upper() + low[1:]
 
 
+class Sentence(NamedTuple):
+    """One sentence of a translated text."""
+    source: str
+    translation: str
+    confidence: float  # exp(mean log-probability per output token), 0..1
+
+
+class Translation(str):
+    """A translated text: a ``str`` (so every caller that wants the text keeps working) that
+    also carries its lines of :class:`Sentence` (the text is the lines joined by newlines, the
+    sentences of a line by spaces)."""
+    lines: tuple[tuple[Sentence, ...], ...]
+
+    def __new__(cls, lines=()):
+        lines = [tuple(line) for line in lines]
+        while lines and not lines[0]:
+            lines.pop(0)
+        while lines and not lines[-1]:
+            lines.pop()
+        obj = super().__new__(cls, "\n".join(" ".join(s.translation for s in line) for line in lines))
+        obj.lines = tuple(lines)
+        return obj
+
+    @property
+    def sentences(self) -> list[Sentence]:
+        return [s for line in self.lines for s in line]
+
+    @property
+    def confidence(self) -> float:
+        """The lowest sentence confidence (a text is as good as its worst sentence); 1.0 for a
+        text with no sentence (nothing was translated)."""
+        return min((s.confidence for s in self.sentences), default=1.0)
+
+
 class Translator:
     """One loaded translator. Thread-safe: decoding runs under the instance's own lock."""
 
@@ -67,9 +110,12 @@ class Translator:
         self.decoder = Decoder(model)
         self.metadata = metadata
         self.lock = threading.Lock()
-        # Bounded LRU of decoded chunks: (beam, source ids) -> output ids.
+        # Names, numbers, URLs... as placeholders: only for a model that learnt to copy them.
+        self.placeholders = bool(metadata.get("recipe", {}).get("placeholders")) and \
+            sp.piece_to_id(passthrough.PLACEHOLDERS[0]) != sp.unk_id()
+        # Bounded LRU of decoded chunks: (beam, source ids) -> (output ids, mean log-probability).
         self.cache_size = cache_size
-        self._cache: OrderedDict[tuple, list[int]] = OrderedDict()
+        self._cache: OrderedDict[tuple, tuple[list[int], float]] = OrderedDict()
         self._cache_lock = threading.Lock()
 
     @classmethod
@@ -125,7 +171,7 @@ class Translator:
         return [c for p in parts for c in self._pieces(p)]
 
     # -- decoding -------------------------------------------------------------------------
-    def _decode_batch(self, batch: list[list[int]], beam: int) -> list[list[int]]:
+    def _decode_batch(self, batch: list[list[int]], beam: int) -> list[tuple[list[int], float]]:
         import tensorflow as tf
         from .transformer import EOS
 
@@ -136,22 +182,23 @@ class Translator:
         max_len = tf.constant(min(int(longest * 1.5) + 10, 256), tf.int32)
         with self.lock:
             if beam <= 1:
-                out = self.decoder.greedy(tf.constant(src), max_len)
+                out, logp = self.decoder.greedy(tf.constant(src), max_len)
             else:
-                out = self.decoder.beam(beam)(tf.constant(src), max_len,
-                                              tf.constant(BEAM_ALPHA, tf.float32))
+                out, logp = self.decoder.beam(beam)(tf.constant(src), max_len,
+                                                    tf.constant(BEAM_ALPHA, tf.float32))
         result = []
-        for row in out.numpy().tolist():
+        for row, lp in zip(out.numpy().tolist(), logp.numpy().tolist()):
             if EOS in row:
                 row = row[:row.index(EOS)]
-            result.append([t for t in row if t > EOS])
+            result.append(([t for t in row if t > EOS], lp))
         return result
 
-    def translate_ids(self, sources: list[list[int]], beam: int = 1) -> list[list[int]]:
-        """Decode many token-id sequences, batched by similar length; results in input order.
+    def translate_ids(self, sources: list[list[int]], beam: int = 1) -> list[tuple[list[int], float]]:
+        """Decode many token-id sequences, batched by similar length; results in input order,
+        each (output ids, mean log-probability per output token, end token included).
 
         Sequences seen recently (same beam) come from the LRU cache without decoding."""
-        out: list[list[int] | None] = [None] * len(sources)
+        out: list[tuple[list[int], float] | None] = [None] * len(sources)
         with self._cache_lock:
             for i, ids in enumerate(sources):
                 hit = self._cache.get((beam, *ids))
@@ -172,7 +219,7 @@ class Translator:
                     self._cache.popitem(last=False)
         return out
 
-    def translate(self, texts: list[str], beam: int = 1) -> list[str]:
+    def translate(self, texts: list[str], beam: int = 1) -> list[Translation]:
         """Translate each text (one or more sentences). Raises InputTooLong over MAX_CHARS."""
         for i, text in enumerate(texts):
             if len(text) > MAX_CHARS:
@@ -181,7 +228,7 @@ class Translator:
         decoded = self.translate_ids([list(k) for k in unique], beam)
         return self._render(decoded, layout)
 
-    def cached(self, texts: list[str], beam: int = 1) -> list[str] | None:
+    def cached(self, texts: list[str], beam: int = 1) -> list[Translation] | None:
         """The translations if every chunk of every text is in the LRU cache, else None.
 
         Lets the server answer repeated requests at once instead of queueing them for a batch."""
@@ -201,27 +248,45 @@ class Translator:
 
     def _layout(self, texts: list[str]):
         """Unique chunks (token-id tuples, in first-seen order) and, per text, lines of
-        (chunk index, shouting) pairs."""
+        sentences, each (source, shouting, pass-through spans, chunk indices)."""
         # Each text is lines of sentences of chunks; identical chunks are decoded once.
         unique: dict[tuple[int, ...], int] = {}
-        layout: list[list[list[tuple[int, bool]]]] = []
+        layout: list[list[list[tuple]]] = []
         for text in texts:
             lines = []
             for line in unicodedata.normalize("NFC", text).splitlines() or [""]:
-                chunks = []
-                for sentence in split_sentences(line):
-                    shout = is_shouting(sentence)
-                    for ids in self._pieces(sentence_case(sentence) if shout else sentence):
-                        chunks.append((unique.setdefault(tuple(ids), len(unique)), shout))
-                lines.append(chunks)
+                sentences = []
+                for source in split_sentences(line):
+                    shout = is_shouting(source)
+                    sentence = sentence_case(source) if shout else source
+                    spans = []
+                    if self.placeholders:
+                        sentence, spans = passthrough.protect(sentence)
+                    chunks = [unique.setdefault(tuple(ids), len(unique)) for ids in self._pieces(sentence)]
+                    sentences.append((source, shout, spans, chunks))
+                lines.append(sentences)
             layout.append(lines)
         return unique, layout
 
-    def _render(self, decoded: list[list[int]], layout) -> list[str]:
-        words = [self.sp.decode(ids) for ids in decoded]
-        return ["\n".join(" ".join(words[u].upper() if shout else words[u] for u, shout in chunks)
-                          for chunks in lines).strip()
-                for lines in layout]
+    def _render(self, decoded: list[tuple[list[int], float]], layout) -> list[Translation]:
+        words = [self.sp.decode(ids) for ids, _ in decoded]
+        weights = [len(ids) + 1 for ids, _ in decoded]  # output tokens, end token included
+        out = []
+        for lines in layout:
+            rendered = []
+            for line in lines:
+                sentences = []
+                for source, shout, spans, chunks in line:
+                    target = " ".join(words[u] for u in chunks)
+                    if spans:
+                        target = passthrough.restore(target, spans)
+                    if shout:
+                        target = target.upper()
+                    logp = sum(decoded[u][1] * weights[u] for u in chunks) / sum(weights[u] for u in chunks)
+                    sentences.append(Sentence(source, target, round(math.exp(logp), 4)))
+                rendered.append(sentences)
+            out.append(Translation(rendered))
+        return out
 
 
 def cli_main(argv: list[str] | None = None) -> int:

@@ -46,15 +46,20 @@ def translate():
         raise ApiError(400, "invalid_field", "'texts' is empty")
     items = servable().prepare(texts, payload.get("beam"), where=lambda i: "'text'" if single else f"texts[{i}]")
     out, seconds = _translate(items)
+    sv = servable()
     body = {
-        "translations": list(out),
+        "translations": [str(t) for t in out],
+        "confidences": [t.confidence for t in out],
+        "sentences": [sv.sentences(t) for t in out],
+        "low_confidence_threshold": sv.low_confidence,
         "beam": items[0][1],
         "model_version": registry().handle(MODEL).version,
         "inference_ms": round(seconds * 1000, 3),
         "request_id": g.request_id,
     }
     if single:
-        body["translation"] = out[0]
+        body["translation"] = str(out[0])
+        body["confidence"] = out[0].confidence
     return jsonify(body)
 
 
@@ -95,7 +100,9 @@ def result():
         return _form("The translator is busy or not ready. Please try again in a moment.", text, 503)
     except ApiError as exc:
         return _form(exc.message, text, 400)
-    return render_template("translator/result.html", source=text, translation=translation,
+    low = sv.low_confidence
+    return render_template("translator/result.html", source=text, translation=translation, low=low,
+                           flagged=sum(s.confidence < low for s in translation.sentences),
                            model_version=registry().handle(MODEL).version, inference_ms=round(seconds * 1000, 1))
 
 
@@ -120,12 +127,28 @@ def openapi_paths(settings) -> dict:
                                              (400, 415, 422, 503), body)},
         "components": {"TranslateResult": {
             "type": "object",
-            "required": ["translations", "beam", "inference_ms"],
+            "required": ["translations", "confidences", "sentences", "beam", "inference_ms"],
             "properties": {
                 "translations": {"type": "array", "items": {"type": "string"}},
                 "translation": {"type": "string", "description": "Only when 'text' was given."},
+                "confidences": {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 1},
+                                "description": "Per text, the lowest confidence of its sentences."},
+                "confidence": {"type": "number", "description": "Only when 'text' was given."},
+                "sentences": {"type": "array", "description": "Per text, its sentences.", "items": {
+                    "type": "array", "items": {"$ref": "#/components/schemas/TranslatedSentence"}}},
+                "low_confidence_threshold": {"type": "number",
+                                             "description": "Sentences below it have low_confidence true."},
                 "beam": {"type": "integer"}, "model_version": {"type": "string", "nullable": True},
                 "inference_ms": {"type": "number"}, "request_id": {"type": "string"},
+            },
+        }, "TranslatedSentence": {
+            "type": "object", "required": ["source", "translation", "confidence", "low_confidence"],
+            "properties": {
+                "source": {"type": "string"}, "translation": {"type": "string"},
+                "confidence": {"type": "number", "minimum": 0, "maximum": 1, "description":
+                               "exp of the length-normalised log-probability of the model's output "
+                               "(the geometric mean of its token probabilities)."},
+                "low_confidence": {"type": "boolean"},
             },
         }},
     }

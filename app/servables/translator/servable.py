@@ -1,7 +1,8 @@
 """The English->Spanish translator as a servable (our Transformer, TensorFlow).
 
 Input ``text`` BYTES [N] (UTF-8 strings; each may hold several sentences), optional
-parameter ``beam`` (1 = greedy, up to ``MAX_BEAM``); output ``translation`` BYTES [N].
+parameter ``beam`` (1 = greedy, up to ``MAX_BEAM``); outputs ``translation`` BYTES [N] and
+``confidence`` FP32 [N] (per text, its lowest sentence confidence; see model.py).
 Items are (text, beam); the batch key is the beam, so the dynamic batcher decodes the texts
 of concurrent requests with the same beam together (``TRANSLATE_BATCH_MAX``), and repeats
 are answered from the LRU cache without queueing.
@@ -41,11 +42,17 @@ class TranslatorServable(Servable):
         Setting("TRANSLATE_CACHE_SIZE", "4096",
                 "Sentences kept per worker in the translator's LRU cache (repeats skip decoding; 0 disables).",
                 G, "int", 0),
+        Setting("TRANSLATE_LOW_CONFIDENCE", "",
+                "Sentences whose confidence (0..1) is below this are marked low_confidence in the APIs and "
+                "on the page; empty: the threshold calibrated on dev in the model's metadata.json.", G),
     )
     inputs = (TensorSpec("text", "BYTES", (-1,), "English texts (UTF-8), one or more sentences each. "
                          "Parameter 'beam': beam width (1 = greedy)."),)
     primary_artifact = "weights.npz"
-    outputs = (TensorSpec("translation", "BYTES", (-1,), "Spanish translations, one per text."),)
+    outputs = (TensorSpec("translation", "BYTES", (-1,), "Spanish translations, one per text."),
+               TensorSpec("confidence", "FP32", (-1,),
+                          "Per text, the lowest confidence of its sentences (0..1: the exponential of the "
+                          "length-normalised log-probability of the model's output; 1 for an empty text)."))
     translation_pairs = (("en", "es"),)
 
     def __init__(self, context):
@@ -61,6 +68,14 @@ class TranslatorServable(Servable):
         values = super().read_settings(environ)
         if values["DEFAULT_BEAM"] > values["MAX_BEAM"]:
             raise ValueError("DEFAULT_BEAM must not exceed MAX_BEAM")
+        raw = values["TRANSLATE_LOW_CONFIDENCE"]
+        if raw:
+            try:
+                values["TRANSLATE_LOW_CONFIDENCE"] = float(raw)
+            except ValueError:
+                raise ValueError(f"TRANSLATE_LOW_CONFIDENCE={raw!r} is not a number") from None
+            if not 0.0 <= values["TRANSLATE_LOW_CONFIDENCE"] <= 1.0:
+                raise ValueError("TRANSLATE_LOW_CONFIDENCE must be between 0 and 1")
         return values
 
     def load(self) -> None:
@@ -72,9 +87,28 @@ class TranslatorServable(Servable):
         self.infer([("Hello.", 1), ("How are you today, my friend? I am fine.", 1)])
         self.infer([("Hello.", 4)])
 
+    @property
+    def low_confidence(self) -> float:
+        """The confidence below which a sentence is marked: the setting, else the model's
+        calibrated threshold, else 0 (nothing marked: a model without calibration)."""
+        value = self.config["TRANSLATE_LOW_CONFIDENCE"]
+        if value == "":
+            value = self.model.metadata.get("confidence", {}).get("threshold", 0.0)
+        return float(value)
+
+    def sentences(self, translation) -> list[dict]:
+        """The sentences of one translated text as JSON objects (source, translation,
+        confidence, low_confidence)."""
+        low = self.low_confidence
+        return [{"source": s.source, "translation": s.translation, "confidence": s.confidence,
+                 "low_confidence": s.confidence < low} for s in translation.sentences]
+
     def extra_metadata(self) -> dict:
         m = self.model.metadata
-        return {k: m[k] for k in ("architecture", "parameters", "weights_dtype") if k in m}
+        out = {k: m[k] for k in ("architecture", "parameters", "weights_dtype") if k in m}
+        out["low_confidence_threshold"] = self.low_confidence
+        out["pass_through"] = self.model.placeholders
+        return out
 
     # --- validation: the one place for every translation entry point ---------------------
     def beam(self, value) -> int:
@@ -143,7 +177,7 @@ class TranslatorServable(Servable):
             raise OverLimit(str(exc), code="text_too_long") from None
 
     def postprocess(self, results, parameters, request_items) -> dict:
-        return {"translation": list(results)}
+        return {"translation": [str(r) for r in results], "confidence": [r.confidence for r in results]}
 
     @classmethod
     def blueprint(cls):

@@ -249,24 +249,30 @@ class Decoder:
         b = tf.shape(src)[0]
         cross, src_bias, caches = self._start(src, 1)
 
-        def cond(t, tok, done, out, caches):
+        def cond(t, tok, done, logp, length, out, caches):
             return tf.logical_and(t < max_len, tf.logical_not(tf.reduce_all(done)))
 
-        def body(t, tok, done, out, caches):
+        def body(t, tok, done, logp, length, out, caches):
             logits, caches = self._step(tok, t, caches, cross, src_bias)
-            nxt = tf.where(done, PAD, tf.argmax(logits, -1, output_type=tf.int32))
+            best = tf.argmax(logits, -1, output_type=tf.int32)
+            step_logp = tf.gather(tf.nn.log_softmax(logits), best, batch_dims=1)
+            logp = logp + tf.where(done, 0.0, step_logp)
+            length = length + tf.where(done, 0, 1)
+            nxt = tf.where(done, PAD, best)
             done = tf.logical_or(done, tf.equal(nxt, EOS))
-            return t + 1, nxt, done, out.write(t, nxt), caches
+            return t + 1, nxt, done, logp, length, out.write(t, nxt), caches
 
-        init = (tf.constant(0), tf.fill([b], BOS), tf.zeros([b], tf.bool),
-                tf.TensorArray(tf.int32, size=0, dynamic_size=True), caches)
+        init = (tf.constant(0), tf.fill([b], BOS), tf.zeros([b], tf.bool), tf.zeros([b]),
+                tf.zeros([b], tf.int32), tf.TensorArray(tf.int32, size=0, dynamic_size=True), caches)
         shapes = (tf.TensorShape([]), tf.TensorShape([None]), tf.TensorShape([None]),
-                  tf.TensorShape(None), self._cache_shapes())
-        _, _, _, out, _ = tf.while_loop(cond, body, init, shape_invariants=shapes)
-        return tf.reshape(tf.transpose(out.stack()), [b, -1])
+                  tf.TensorShape([None]), tf.TensorShape([None]), tf.TensorShape(None),
+                  self._cache_shapes())
+        _, _, _, logp, length, out, _ = tf.while_loop(cond, body, init, shape_invariants=shapes)
+        return tf.reshape(tf.transpose(out.stack()), [b, -1]), logp / tf.cast(tf.maximum(length, 1), tf.float32)
 
     def beam(self, k: int):
-        """The tf.function beam search of width k: fn(src [B,S] int32, max_len, alpha) -> [B,T]."""
+        """The tf.function beam search of width k: fn(src [B,S] int32, max_len, alpha) -> (ids [B,T],
+        mean log-probability per token of the chosen hypothesis [B], its end token included)."""
         if k not in self._beam:
             spec = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([], tf.int32),
                     tf.TensorSpec([], tf.float32)]
@@ -312,4 +318,6 @@ class Decoder:
         _, _, scores, lengths, _, seqs, _ = tf.while_loop(cond, body, init,
                                                          shape_invariants=shapes)
         best = tf.argmax(scores / length_penalty(lengths, alpha), axis=1, output_type=tf.int32)
-        return tf.gather(seqs, best, batch_dims=1)
+        mean_logp = (tf.gather(scores, best, batch_dims=1)
+                     / tf.cast(tf.maximum(tf.gather(lengths, best, batch_dims=1), 1), tf.float32))
+        return tf.gather(seqs, best, batch_dims=1), mean_logp
