@@ -7,14 +7,15 @@
 * ``env``: ``export`` lines with the defaults of every setting not already set
   in the environment (used by start.sh);
 * ``healthcheck``: GET /readyz over the uwsgi protocol (container HEALTHCHECK);
-* ``nginx-allow``: the lines of nginx's ``$nginx_allow`` map, from the app's routes.
+* ``nginx-allow``: the lines of nginx's ``$nginx_allow`` map, from the app's routes;
+* ``k8s-env``: the settings ConfigMap of deploy/k8s (every default, pod paths).
 """
 from __future__ import annotations
 
 import sys
 
 USAGE = ("usage: python -m app {serve [--host H] [--port P] | translate [--beam N] | env | healthcheck | "
-         "nginx-allow}")
+         "nginx-allow | k8s-env}")
 
 
 def serve(argv: list[str]) -> int:
@@ -57,6 +58,9 @@ def main(argv: list[str]) -> int:
     if cmd == "nginx-allow":
         from .web.nginx_map import main as nginx_allow
         return nginx_allow(argv[2:])
+    if cmd == "k8s-env":
+        from .runtime.kubernetes import main as k8s_env
+        return k8s_env(argv[2:])
     if cmd == "healthcheck":
         from .runtime.healthcheck import main as hc
         return hc(argv[2:])
