@@ -125,7 +125,16 @@ SETTINGS: tuple[Setting, ...] = (
     # --- nginx (nginx/*.template) -----------------------------------------
     _s("nginx", "PORT", "8080", "Port nginx listens on."),
     _s("nginx", "BIND_HOST", "127.0.0.1", "Address nginx listens on (0.0.0.0 in the container)."),
-    _s("nginx", "APP_UPSTREAM", "127.0.0.1:3031", "Where nginx finds uWSGI (host:port or unix:/path)."),
+    _s("nginx", "APP_UPSTREAM", "127.0.0.1:3031",
+       "Where nginx finds uWSGI (host:port or unix:/path); several app instances: addresses separated by "
+       "spaces, balanced with passive health checks (UPSTREAM_MAX_FAILS, UPSTREAM_FAIL_TIMEOUT)."),
+    _s("nginx", "UPSTREAM_MAX_FAILS", "1",
+       "Failed connections to one app instance within UPSTREAM_FAIL_TIMEOUT that take it out of the "
+       "upstream for UPSTREAM_FAIL_TIMEOUT (only with several instances).", "int", 0),
+    _s("nginx", "UPSTREAM_FAIL_TIMEOUT", "10", "Seconds (see UPSTREAM_MAX_FAILS).", "int", 1),
+    _s("nginx", "APP_UPSTREAM_RESOLVER", "",
+       "A DNS server (e.g. Docker's 127.0.0.11) that nginx asks for APP_UPSTREAM's name every few seconds, "
+       "balancing over every address it returns: `docker compose up --scale app=N`. Empty: resolved at start."),
     _s("nginx", "UPSTREAM_TIMEOUT", "115",
        "Seconds nginx waits for uWSGI's answer. Keep it a few seconds BELOW HARAKIRI: a stuck request "
        "then gets nginx's 504 JSON, and harakiri recycles the worker a moment later."),

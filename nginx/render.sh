@@ -47,6 +47,46 @@ for a in ${RATE_LIMIT_EXEMPT-}; do
 "
 done
 export NGINX_RATE_LIMIT_ZONE NGINX_LIMIT_REQ NGINX_RATE_LIMIT_EXEMPT
+# Upstream: every APP_UPSTREAM address (spaces or commas between them) as a server with passive
+# health checks; with APP_UPSTREAM_RESOLVER, the one name resolved at request time instead
+# (valid=5s: replicas that come and go are seen within seconds; all addresses round-robin).
+UPSTREAM_MAX_FAILS=${UPSTREAM_MAX_FAILS:-1}
+UPSTREAM_FAIL_TIMEOUT=${UPSTREAM_FAIL_TIMEOUT:-10}
+case "$UPSTREAM_MAX_FAILS$UPSTREAM_FAIL_TIMEOUT" in
+    *[!0-9]*) echo "render.sh: UPSTREAM_MAX_FAILS and UPSTREAM_FAIL_TIMEOUT must be integers" >&2; exit 2 ;;
+esac
+addresses=$(echo "$APP_UPSTREAM" | tr ',' ' ')
+for a in $addresses; do
+    case "$a" in
+        *[!0-9A-Za-z.:/_-]*) echo "render.sh: APP_UPSTREAM: not an address: $a" >&2; exit 2 ;;
+    esac
+done
+if [ -n "${APP_UPSTREAM_RESOLVER-}" ]; then
+    for r in $APP_UPSTREAM_RESOLVER; do
+        case "$r" in
+            *[!0-9a-fA-F.:]*) echo "render.sh: APP_UPSTREAM_RESOLVER: not an address: $r" >&2; exit 2 ;;
+        esac
+    done
+    set -- $addresses
+    if [ $# -ne 1 ]; then
+        echo "render.sh: APP_UPSTREAM_RESOLVER takes one name in APP_UPSTREAM (got: $APP_UPSTREAM)" >&2
+        exit 2
+    fi
+    NGINX_UPSTREAM="resolver $APP_UPSTREAM_RESOLVER valid=5s ipv6=off;
+resolver_timeout 3s;"
+    NGINX_UWSGI_PASS="set \$modelserver_app $1;
+        uwsgi_pass \$modelserver_app;"
+else
+    NGINX_UPSTREAM="upstream modelserver_uwsgi {"
+    for a in $addresses; do
+        NGINX_UPSTREAM="$NGINX_UPSTREAM
+    server $a max_fails=$UPSTREAM_MAX_FAILS fail_timeout=${UPSTREAM_FAIL_TIMEOUT}s;"
+    done
+    NGINX_UPSTREAM="$NGINX_UPSTREAM
+}"
+    NGINX_UWSGI_PASS="uwsgi_pass modelserver_uwsgi;"
+fi
+export NGINX_UPSTREAM NGINX_UWSGI_PASS
 if [ -n "${NGINX_ALLOW_MAP-}" ]; then
     ALLOW_MAP=$NGINX_ALLOW_MAP
 elif [ -f "$NGINX_RUN_DIR/conf/allow.map" ]; then
@@ -65,7 +105,7 @@ if grep -Evq '^[[:space:]]*(#.*)?$|^[[:space:]]*"[^"]+"[[:space:]]+"[A-Z, ]+";[[
 fi
 NGINX_ALLOW_ROUTES=$(cat "$ALLOW_MAP")
 export NGINX_ALLOW_ROUTES
-VARS='${NGINX_ALLOW_ROUTES} ${NGINX_RATE_LIMIT_ZONE} ${NGINX_LIMIT_REQ} ${NGINX_RATE_LIMIT_EXEMPT} ${NGINX_USER_DIRECTIVE} ${NGINX_RUN_DIR} ${NGINX_WORKER_PROCESSES} ${NGINX_ERROR_LOG} ${NGINX_ACCESS_LOG} ${APP_UPSTREAM} ${BIND_HOST} ${PORT} ${MAX_BODY_BYTES} ${STATIC_ROOT} ${UPSTREAM_TIMEOUT}'
+VARS='${NGINX_UPSTREAM} ${NGINX_UWSGI_PASS} ${NGINX_ALLOW_ROUTES} ${NGINX_RATE_LIMIT_ZONE} ${NGINX_LIMIT_REQ} ${NGINX_RATE_LIMIT_EXEMPT} ${NGINX_USER_DIRECTIVE} ${NGINX_RUN_DIR} ${NGINX_WORKER_PROCESSES} ${NGINX_ERROR_LOG} ${NGINX_ACCESS_LOG} ${APP_UPSTREAM} ${BIND_HOST} ${PORT} ${MAX_BODY_BYTES} ${STATIC_ROOT} ${UPSTREAM_TIMEOUT}'
 mkdir -p "$NGINX_RUN_DIR/conf" "$NGINX_RUN_DIR/tmp"
 for d in client_body proxy fastcgi uwsgi scgi; do mkdir -p "$NGINX_RUN_DIR/tmp/$d"; done
 # A root master runs its workers as nobody: they must be able to write request bodies

@@ -20,7 +20,7 @@ def _instructions(path):
     return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
 
 
-@pytest.mark.parametrize("dockerfile", DOCKERFILES)
+@pytest.mark.parametrize("dockerfile", DOCKERFILES + ["Dockerfile-models"])
 def test_every_copied_file_exists(dockerfile):
     copies = [ln for ln in _instructions(dockerfile) if ln.upper().startswith("COPY ")]
     assert copies
@@ -85,6 +85,17 @@ def test_docker_compose_config_valid():
 def test_compose_env_matches_container_paths():
     text = (ROOT / "docker-compose.yml").read_text()
     assert "APP_UPSTREAM: \"app:3031\"" in text and "APP_SOCKET: \"0.0.0.0:3031\"" in text
+
+
+def test_compose_app_scales_to_replicas():
+    """`docker compose up --scale app=N`: the app service has no fixed name or host port, and
+    nginx re-resolves it through Docker's DNS (tests/test_nginx_upstreams.py runs that mode)."""
+    import yaml
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    app, nginx = services["app"], services["nginx"]
+    assert "container_name" not in app and "ports" not in app
+    assert nginx["environment"]["APP_UPSTREAM"] == "app:3031"
+    assert nginx["environment"]["APP_UPSTREAM_RESOLVER"] == "127.0.0.11"
 
 
 def test_rendered_nginx_config_passes_nginx_t(tmp_path):
