@@ -9,6 +9,8 @@
 #   ./start.sh restart    stop + start
 #   ./start.sh reload     graceful zero-downtime redeploy (touch-chain-reload)
 #   ./start.sh uwsgi      run uWSGI in the foreground (the app container's command)
+#   ./start.sh cluster N  N independent app instances (ports APP_SOCKET+0..N-1) behind one nginx
+#   ./start.sh cluster-restart [K...]  rolling restart (all, or instances K), no failed request
 #
 # Configuration: environment variables, defaults in app/config.py
 # (`python -m app env` prints them). PORT=9000 ./start.sh serves on :9000.
@@ -244,6 +246,149 @@ stop_native() {
     [[ "${1:-}" == quiet ]] || log "stopped"
 }
 
+# --- cluster: N independent app instances behind one nginx --------------------
+# Each instance is a whole uWSGI (master, WORKERS workers, their own models) on its own
+# loopback port (APP_SOCKET's port + K - 1) with its own run directory $RUN_DIR/instance-K
+# (pid, stats, prometheus files, reload files). nginx balances over them with passive health
+# checks (UPSTREAM_MAX_FAILS, UPSTREAM_FAIL_TIMEOUT). cluster-restart takes an instance out of
+# nginx's upstream before stopping it, so a rolling restart fails no request.
+cluster_base() {
+    CLUSTER_RUN_DIR=$RUN_DIR
+    CLUSTER_SOCKET=$APP_SOCKET
+    [[ "$CLUSTER_SOCKET" =~ ^[0-9.]+:[0-9]+$ ]] || die "cluster: APP_SOCKET must be HOST:PORT (got $APP_SOCKET)"
+}
+
+# instance_env K: export instance K's own settings
+instance_env() {
+    local k=$1
+    export RUN_DIR="$CLUSTER_RUN_DIR/instance-$k"
+    export APP_SOCKET="${CLUSTER_SOCKET%:*}:$(( ${CLUSTER_SOCKET##*:} + k - 1 ))"
+    export APP_PIDFILE="$RUN_DIR/uwsgi.pid" STATS_SOCKET="$RUN_DIR/uwsgi-stats.sock"
+    export PROMETHEUS_MULTIPROC_DIR="$RUN_DIR/prometheus"
+    export TOUCH_RELOAD="$RUN_DIR/reload/reload" TOUCH_CHAIN_RELOAD="$RUN_DIR/reload/chain-reload"
+}
+
+cluster_size() { cat "$CLUSTER_RUN_DIR/cluster" 2>/dev/null || echo 0; }
+
+instance_ready() {  # instance_ready K [timeout]: its /readyz answers 200 over the uwsgi protocol
+    local k=$1 deadline=$((SECONDS + ${2:-$READY_TIMEOUT}))
+    ( instance_env "$k"
+      while (( SECONDS < deadline )); do
+          "$(python_bin)" -m app healthcheck --socket "$APP_SOCKET" --path /readyz >/dev/null 2>&1 && exit 0
+          sleep 1
+      done
+      exit 1 ) || { log "instance $k not ready; see $CLUSTER_RUN_DIR/instance-$k/uwsgi.log"; return 1; }
+}
+
+instance_start() {
+    local k=$1
+    ( instance_env "$k"
+      pid_alive "$APP_PIDFILE" uwsgi && { log "instance $k already running"; exit 0; }
+      prepare_dirs
+      reset_metrics_dir
+      log "instance $k: uWSGI ($WORKERS workers x $THREADS threads) on $APP_SOCKET"
+      setsid "$ROOT/.venv/bin/uwsgi" --ini "$ROOT/app.ini" >> "$RUN_DIR/uwsgi.log" 2>&1 < /dev/null &
+      for _ in $(seq 1 100); do pid_alive "$APP_PIDFILE" uwsgi && exit 0; sleep 0.1; done
+      tail -20 "$RUN_DIR/uwsgi.log" >&2; exit 1 ) || die "instance $k: uWSGI did not start"
+}
+
+instance_stop() {
+    ( instance_env "$1"; stop_pid "$APP_PIDFILE" uwsgi TERM $((RELOAD_MERCY + 10)) )
+}
+
+# cluster_nginx: render nginx over every instance not taken out ($RUN_DIR/cluster-out) and
+# start nginx, or reload it (HUP: graceful) when running
+cluster_nginx() {
+    local n k upstream="" conf allow_map="$NGINX_RUN_DIR/conf/allow.map"
+    n=$(cluster_size)
+    for k in $(seq 1 "$n"); do
+        grep -qx "$k" "$CLUSTER_RUN_DIR/cluster-out" 2>/dev/null && continue
+        upstream="$upstream $(instance_env "$k"; echo "$APP_SOCKET")"
+    done
+    [[ -n "$upstream" ]] || die "cluster: every instance is out of the upstream"
+    mkdir -p "$NGINX_RUN_DIR/conf"
+    if [[ ! -s "$allow_map" ]]; then
+        env -u PROMETHEUS_MULTIPROC_DIR "$(python_bin)" -m app nginx-allow > "$allow_map.tmp" \
+            || die "python -m app nginx-allow failed"
+        mv -f "$allow_map.tmp" "$allow_map"
+    fi
+    conf=$(APP_UPSTREAM="${upstream# }" NGINX_ALLOW_MAP="$allow_map" "$ROOT/nginx/render.sh")
+    "$(nginx_bin)" -t -q -e "$NGINX_ERROR_LOG" -p "$NGINX_RUN_DIR" -c "$conf" || die "nginx config test failed"
+    if pid_alive "$NGINX_RUN_DIR/nginx.pid" nginx; then
+        kill -HUP "$(cat "$NGINX_RUN_DIR/nginx.pid")"
+        sleep 1  # the new workers have the new upstream
+    else
+        "$(nginx_bin)" -e "$NGINX_ERROR_LOG" -p "$NGINX_RUN_DIR" -c "$conf"
+    fi
+    log "nginx upstream:${upstream}"
+}
+
+cmd_cluster() {
+    local n=${1:-} k
+    [[ "$n" =~ ^[1-9][0-9]*$ ]] || die "usage: $0 cluster N (N >= 1 app instances)"
+    ensure_venv
+    ensure_nginx
+    load_env
+    ( stop_native quiet )
+    cluster_base
+    mkdir -p "$RUN_DIR"
+    write_stack_env
+    echo cluster > "$RUN_DIR/mode"
+    echo "$n" > "$RUN_DIR/cluster"
+    rm -f "$RUN_DIR/cluster-out"
+    for k in $(seq 1 "$n"); do instance_start "$k"; done
+    for k in $(seq 1 "$n"); do instance_ready "$k" || die "instance $k did not become ready"; done
+    cluster_nginx
+    wait_ready "$(stack_base)/readyz" || die "the cluster did not become ready"
+    echo "$(stack_base)/"
+}
+
+cluster_load() {
+    load_stack_env quiet
+    load_env
+    [[ -f "$RUN_DIR/mode" && $(cat "$RUN_DIR/mode") == cluster ]] || die "no cluster runs from $RUN_DIR (./start.sh cluster N)"
+    cluster_base
+}
+
+# cluster-restart K...: take each out of the upstream, stop it gracefully (in-flight requests
+# finish), start it, wait until its models are ready, put it back: one at a time
+cmd_cluster_restart() {
+    local k n
+    cluster_load
+    n=$(cluster_size)
+    (( $# )) || set -- $(seq 1 "$n")
+    for k in "$@"; do
+        [[ "$k" =~ ^[0-9]+$ ]] && (( k >= 1 && k <= n )) || die "no instance $k (1..$n)"
+        echo "$k" >> "$RUN_DIR/cluster-out"
+        cluster_nginx
+        instance_stop "$k"
+        instance_start "$k"
+        instance_ready "$k" || die "instance $k did not become ready"
+        grep -vx "$k" "$RUN_DIR/cluster-out" > "$RUN_DIR/cluster-out.tmp" || true
+        mv -f "$RUN_DIR/cluster-out.tmp" "$RUN_DIR/cluster-out"
+        cluster_nginx
+        log "instance $k restarted"
+    done
+}
+
+stop_cluster() {
+    local k
+    for k in $(seq 1 "$(cluster_size)"); do instance_stop "$k"; done
+    stop_pid "$NGINX_RUN_DIR/nginx.pid" nginx QUIT 30
+    rm -f "$RUN_DIR/mode" "$RUN_DIR/stack.env" "$RUN_DIR/cluster" "$RUN_DIR/cluster-out"
+    log "stopped"
+}
+
+status_cluster() {
+    local k
+    for k in $(seq 1 "$(cluster_size)"); do
+        ( instance_env "$k"
+          state=stopped; pid_alive "$APP_PIDFILE" uwsgi && state="running (pid $(cat "$APP_PIDFILE"))"
+          grep -qx "$k" "$CLUSTER_RUN_DIR/cluster-out" 2>/dev/null && state="$state, out of the upstream"
+          echo "instance $k ($APP_SOCKET): $state" )
+    done
+}
+
 # --- docker -------------------------------------------------------------------
 compose() {
     if docker compose version >/dev/null 2>&1; then docker compose "$@"; else docker-compose "$@"; fi
@@ -276,6 +421,9 @@ cmd_stop() {
     if [[ -f "$ROOT/run/mode" && $(cat "$ROOT/run/mode") == docker ]]; then
         compose down
         rm -f "$ROOT/run/mode" "$ROOT/run/stack.env"
+    elif ( load_stack_env quiet; load_env; [[ -f "$RUN_DIR/mode" && $(cat "$RUN_DIR/mode") == cluster ]] ); then
+        cluster_load
+        stop_cluster
     else
         stop_native
     fi
@@ -286,7 +434,10 @@ cmd_status() {
     load_env
     local f; f=$(stack_env_file)
     if [[ -f "$f" ]]; then echo "settings: $f"; else echo "settings: environment (no $f)"; fi
-    if pid_alive "$APP_PIDFILE" uwsgi; then echo "uwsgi: running (pid $(cat "$APP_PIDFILE"))"; else echo "uwsgi: stopped"; fi
+    if [[ -f "$RUN_DIR/mode" && $(cat "$RUN_DIR/mode") == cluster ]]; then
+        cluster_base
+        status_cluster
+    elif pid_alive "$APP_PIDFILE" uwsgi; then echo "uwsgi: running (pid $(cat "$APP_PIDFILE"))"; else echo "uwsgi: stopped"; fi
     if pid_alive "$NGINX_RUN_DIR/nginx.pid" nginx; then echo "nginx: running (pid $(cat "$NGINX_RUN_DIR/nginx.pid"))"; else echo "nginx: stopped"; fi
     echo "readyz: $(http_status "$(stack_base)/readyz") ($(stack_base)/readyz)"
 }
@@ -307,5 +458,7 @@ case "${1:-start}" in
     status) cmd_status ;;
     reload) cmd_reload ;;
     uwsgi) cmd_uwsgi ;;
-    *) echo "usage: $0 [start|native|stop|restart|status|reload|uwsgi]" >&2; exit 2 ;;
+    cluster) cmd_cluster "${2:-}" ;;
+    cluster-restart) shift; cmd_cluster_restart "$@" ;;
+    *) echo "usage: $0 [start|native|stop|restart|status|reload|uwsgi|cluster N|cluster-restart [K...]]" >&2; exit 2 ;;
 esac
