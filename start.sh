@@ -299,9 +299,10 @@ instance_stop() {
 # cluster_nginx: render nginx over every instance not taken out ($RUN_DIR/cluster-out) and
 # start nginx, or reload it (HUP: graceful) when running
 cluster_nginx() {
-    local n k upstream="" conf allow_map="$NGINX_RUN_DIR/conf/allow.map"
+    local n k upstream="" all="" conf allow_map="$NGINX_RUN_DIR/conf/allow.map"
     n=$(cluster_size)
     for k in $(seq 1 "$n"); do
+        all="$all $(instance_env "$k"; echo "$APP_SOCKET")"
         grep -qx "$k" "$CLUSTER_RUN_DIR/cluster-out" 2>/dev/null && continue
         upstream="$upstream $(instance_env "$k"; echo "$APP_SOCKET")"
     done
@@ -312,7 +313,7 @@ cluster_nginx() {
             || die "python -m app nginx-allow failed"
         mv -f "$allow_map.tmp" "$allow_map"
     fi
-    conf=$(APP_UPSTREAM="${upstream# }" NGINX_ALLOW_MAP="$allow_map" "$ROOT/nginx/render.sh")
+    conf=$(APP_UPSTREAM="${upstream# }" CLUSTER_INSTANCES="${all# }" NGINX_ALLOW_MAP="$allow_map" "$ROOT/nginx/render.sh")
     "$(nginx_bin)" -t -q -e "$NGINX_ERROR_LOG" -p "$NGINX_RUN_DIR" -c "$conf" || die "nginx config test failed"
     if pid_alive "$NGINX_RUN_DIR/nginx.pid" nginx; then
         kill -HUP "$(cat "$NGINX_RUN_DIR/nginx.pid")"

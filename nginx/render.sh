@@ -86,7 +86,27 @@ else
 }"
     NGINX_UWSGI_PASS="uwsgi_pass modelserver_uwsgi;"
 fi
-export NGINX_UPSTREAM NGINX_UWSGI_PASS
+# ./start.sh cluster: /instances/K/metrics is instance K's own /metrics (loopback clients only),
+# so that a Prometheus on the machine scrapes every instance (CLUSTER_INSTANCES: every address).
+NGINX_INSTANCE_LOCATIONS=""
+k=0
+for a in ${CLUSTER_INSTANCES-}; do
+    case "$a" in
+        *[!0-9A-Za-z.:/_-]*) echo "render.sh: CLUSTER_INSTANCES: not an address: $a" >&2; exit 2 ;;
+    esac
+    k=$((k + 1))
+    NGINX_INSTANCE_LOCATIONS="$NGINX_INSTANCE_LOCATIONS
+    location = /instances/$k/metrics {
+        allow 127.0.0.1;
+        allow ::1;
+        deny all;
+        include /etc/nginx/uwsgi_params;
+        uwsgi_param PATH_INFO /metrics;
+        uwsgi_param REQUEST_URI /metrics;
+        uwsgi_pass $a;
+    }"
+done
+export NGINX_UPSTREAM NGINX_UWSGI_PASS NGINX_INSTANCE_LOCATIONS
 if [ -n "${NGINX_ALLOW_MAP-}" ]; then
     ALLOW_MAP=$NGINX_ALLOW_MAP
 elif [ -f "$NGINX_RUN_DIR/conf/allow.map" ]; then
@@ -105,7 +125,7 @@ if grep -Evq '^[[:space:]]*(#.*)?$|^[[:space:]]*"[^"]+"[[:space:]]+"[A-Z, ]+";[[
 fi
 NGINX_ALLOW_ROUTES=$(cat "$ALLOW_MAP")
 export NGINX_ALLOW_ROUTES
-VARS='${NGINX_UPSTREAM} ${NGINX_UWSGI_PASS} ${NGINX_ALLOW_ROUTES} ${NGINX_RATE_LIMIT_ZONE} ${NGINX_LIMIT_REQ} ${NGINX_RATE_LIMIT_EXEMPT} ${NGINX_USER_DIRECTIVE} ${NGINX_RUN_DIR} ${NGINX_WORKER_PROCESSES} ${NGINX_ERROR_LOG} ${NGINX_ACCESS_LOG} ${APP_UPSTREAM} ${BIND_HOST} ${PORT} ${MAX_BODY_BYTES} ${STATIC_ROOT} ${UPSTREAM_TIMEOUT}'
+VARS='${NGINX_UPSTREAM} ${NGINX_UWSGI_PASS} ${NGINX_INSTANCE_LOCATIONS} ${NGINX_ALLOW_ROUTES} ${NGINX_RATE_LIMIT_ZONE} ${NGINX_LIMIT_REQ} ${NGINX_RATE_LIMIT_EXEMPT} ${NGINX_USER_DIRECTIVE} ${NGINX_RUN_DIR} ${NGINX_WORKER_PROCESSES} ${NGINX_ERROR_LOG} ${NGINX_ACCESS_LOG} ${APP_UPSTREAM} ${BIND_HOST} ${PORT} ${MAX_BODY_BYTES} ${STATIC_ROOT} ${UPSTREAM_TIMEOUT}'
 mkdir -p "$NGINX_RUN_DIR/conf" "$NGINX_RUN_DIR/tmp"
 for d in client_body proxy fastcgi uwsgi scgi; do mkdir -p "$NGINX_RUN_DIR/tmp/$d"; done
 # A root master runs its workers as nobody: they must be able to write request bodies

@@ -123,12 +123,24 @@ def test_status_lists_every_instance(cluster):
 
 
 def test_each_instance_keeps_its_own_metrics(cluster):
-    """Per instance: its own prometheus files and its own /metrics (over its socket)."""
+    """Per instance: its own prometheus files and its own /metrics, straight over its socket
+    and through nginx at /instances/K/metrics (what a Prometheus on the machine scrapes)."""
+    import json
+    host, port = cluster["env"]["APP_SOCKET"].rsplit(":", 1)
+    workers = {}
     for k in range(1, N + 1):
         assert any((cluster["run"] / f"instance-{k}" / "prometheus").iterdir())
-        sock = cluster["env"]["APP_SOCKET"].rsplit(":", 1)
-        status, raw = healthcheck.request(f"{sock[0]}:{int(sock[1]) + k - 1}", "/metrics")
-        assert status == 200 and b"model_info{" in raw, raw[:300]
+        status, raw = healthcheck.request(f"{host}:{int(port) + k - 1}", "/version")
+        assert status == 200
+        workers[k] = json.loads(raw.split(b"\r\n\r\n", 1)[1])["worker"]["pid"]
+    for k in range(1, N + 1):
+        status, raw = healthcheck.request(f"{host}:{int(port) + k - 1}", "/metrics")
+        assert status == 200 and f'pid="{workers[k]}"'.encode() in raw, raw[:300]
+        r = requests.get(f"{cluster['base']}/instances/{k}/metrics", timeout=10)
+        assert r.status_code == 200 and "model_info{" in r.text
+        # model_info (liveall) carries the worker's pid: this instance's worker, no other's
+        assert [w for w in workers.values() if f'pid="{w}"' in r.text] == [workers[k]]
+    assert requests.get(f"{cluster['base']}/instances/{N + 1}/metrics", timeout=10).status_code == 404
 
 
 def test_sigkill_of_one_instance_fails_at_most_what_it_held(cluster):

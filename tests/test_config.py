@@ -88,7 +88,8 @@ def test_every_variable_in_app_ini_and_templates_is_a_setting():
         used |= set(re.findall(r"\$\{([A-Z_]+)\}", code(t, "#")))
     # computed by render.sh
     used -= {"NGINX_USER_DIRECTIVE", "NGINX_RATE_LIMIT_ZONE", "NGINX_LIMIT_REQ", "NGINX_RATE_LIMIT_EXEMPT",
-             "NGINX_ALLOW_ROUTES", "NGINX_UPSTREAM", "NGINX_UWSGI_PASS"}
+             "NGINX_ALLOW_ROUTES", "NGINX_UPSTREAM", "NGINX_UWSGI_PASS",
+             "NGINX_INSTANCE_LOCATIONS"}
     assert used, "no variables found"
     assert used <= set(SETTINGS_BY_NAME), used - set(SETTINGS_BY_NAME)
 
