@@ -31,6 +31,10 @@ def main(argv=None):
                      if p.name in ("weights.npz", "spm.model", "config.json")}
     if args.speed:
         meta["speed"] = json.loads(args.speed.read_text())
+    raw, protected = args.work / "passthrough_raw.json", args.work / "passthrough_protect.json"
+    if raw.exists() and protected.exists():
+        meta["pass_through"] = {"raw": json.loads(raw.read_text())["unchanged"],
+                                "protected": json.loads(protected.read_text())["unchanged"]}
     meta_path.write_text(json.dumps(meta, indent=1) + "\n")
 
     m, a = meta.get("metrics", {}), meta["architecture"]
@@ -66,6 +70,21 @@ def main(argv=None):
                      f"BLEU {fc['bleu']} / chrF {fc['chrf']} (greedy) against "
                      f"{m.get('dev', {}).get('ours_beam1', {}).get('bleu')} / "
                      f"{m.get('dev', {}).get('ours_beam1', {}).get('chrf')} for float16.")
+    conf = meta.get("confidence")
+    if conf:
+        d, t = conf["dev"], conf["test"]
+        lines.append(
+            f"\n**Confidence** (`calibrate.py`; {conf['definition']}): threshold **{conf['threshold']}**. "
+            f"On dev it flags {d['share_flagged']:.0%} of the sentences, {d['share_of_wrong_flagged']:.0%} of the "
+            f"wrong translations ({d['wrong']} of {d['sentences']}), and {d['share_of_flagged_wrong']:.0%} of "
+            f"what it flags is wrong; on test (never used to choose): {t['share_flagged']:.0%} flagged, "
+            f"{t['share_of_wrong_flagged']:.0%} of the wrong ones ({t['wrong']} of {t['sentences']}), "
+            f"{t['share_of_flagged_wrong']:.0%} of the flagged wrong.")
+    pt = meta.get("pass_through")
+    if pt:
+        lines.append(f"\n**Pass-through** (`passthrough_baseline.py`, 20 sentences with names, numbers, "
+                     f"URLs, e-mail addresses and emoji): every span unchanged in {pt['protected']} of 20 "
+                     f"as served (placeholders), {pt['raw']} of 20 from the model alone.")
     metrics_md = "\n".join(lines)
     speed_md = ""
     if meta.get("speed"):
@@ -115,6 +134,8 @@ def main(argv=None):
                     "(listed in `gettext.licences.json` of the training run: GPL, LGPL, "
                     "PostgreSQL, MIT/X11 ...). The weights are trained on this material: "
                     "distribute them under terms compatible with the GPL.")
+    recipe_cmd = (f"MINUTES={int(recipe.get('minutes', 135))} bash training/translator/full_run.sh"
+                  if recipe.get("placeholders") else ".venv/bin/python -m training.translator --minutes 100")
     files_md = "\n".join(f"| `{n}` | {f['bytes']:,} | `{f['sha256']}` |" for n, f in meta["files"].items())
     card = f"""# Model card: translator-en-es ({meta['version']})
 
@@ -162,7 +183,13 @@ distinct English sentence once against all its references. Apertium is Debian's 
   truncated). Text is split into sentences (and over-long sentences at commas / word boundaries),
   all sentences of a request are decoded as one length-sorted batch, then rejoined with spaces
   (line breaks kept). All-caps sentences are translated in sentence case and upper-cased back.
-- Output: Spanish text, one string per input text; empty input gives empty output.
+- Output: Spanish text, one string per input text; empty input gives empty output. Each
+  sentence has a confidence, exp of the mean log-probability per output token (end token
+  included) of what the model produced; a text's confidence is its lowest sentence's. Sentences
+  under the calibrated threshold are marked `low_confidence` in the APIs and on the page.
+- Pass-through: with a model trained with placeholders (this one: {'yes' if recipe.get('placeholders') else 'no'}),
+  names, numbers, URLs, e-mail addresses and emoji are replaced by `⟦0⟧`, `⟦1⟧`... before
+  decoding and put back after it, so they come out unchanged.
 - Decoding: greedy (beam 1) or beam search with GNMT length normalisation (alpha 0.6); output
   length capped at 1.5 x source tokens + 10; stops at end-of-sentence.
 
@@ -173,15 +200,16 @@ distinct English sentence once against all its references. Apertium is Debian's 
 
 ## Reproduce
 ```
-.venv/bin/python -m training.translator --minutes 100
+{recipe_cmd}
 ```
-(split + tokenizer, training with checkpoints in `work/translator/`, resumable by rerunning;
-export; evaluation with Apertium beside it; this card). Requires `../shared/data/translator` and
-`apt-get install apertium-eng-spa` for the peer figures.
+(grouped split + tokenizer, dictionary and gettext pairs, training with checkpoints in
+`work/translator/`, resumable by rerunning; export to `work/translator/export/`; evaluation with
+Apertium beside it; confidence calibration on dev; this card). Requires `../shared/data/translator`
+and `apt-get install apertium-eng-spa lttoolbox-dev`.
 
 ## Limitations
 Trained on short everyday Tatoeba sentences (median 6 words): long, technical or informal text
-is translated less well; names and rare words may be garbled; no document context.
+is translated less well; rare words may be garbled (see `test.rare`); no document context.
 """
     (args.model_dir / "MODEL_CARD.md").write_text(card)
     print(f"wrote {args.model_dir / 'MODEL_CARD.md'}")

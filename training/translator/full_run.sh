@@ -8,7 +8,8 @@
 # outputs are missing (it is deterministic); training continues from work/translator/ckpt and
 # counts the minutes already spent (state.json). Nothing under models/ is touched: the model is
 # exported to work/translator/export/, evaluated there (with Apertium on the same sentences),
-# and moved into models/translator/<version>/ by hand once checked.
+# and moved into models/translator/<version>/ by hand once checked
+# (mv work/translator/export models/translator/<version>; the version is in its metadata.json).
 #
 # Environment: MINUTES (training budget, default 135), THREADS (default 2), W (work directory).
 set -euo pipefail
@@ -65,10 +66,13 @@ $PY -m training.translator.evaluate --work "$W" --model-dir "$EXPORT" --threads 
   --split dev dev.rare --beam 1 4 --card --hyp-dir "$W/hyp" --json "$W/eval_dev.json"
 $PY -m training.translator.evaluate --work "$W" --model-dir "$EXPORT" --threads "$THREADS" \
   --split test test.rare --beam 1 4 --card --hyp-dir "$W/hyp" --json "$W/eval_test.json"
-$PY -m training.translator.card --work "$W" --model-dir "$EXPORT"
 
-# 5. Pass-through with and without passthrough.py
+# 5. Pass-through with and without passthrough.py (serving uses it)
 $PY -m training.translator.passthrough_baseline --model-dir "$EXPORT" --json "$W/passthrough_raw.json" | grep examples
 $PY -m training.translator.passthrough_baseline --model-dir "$EXPORT" --protect --json "$W/passthrough_protect.json" | grep examples
+
+# 6. The low-confidence threshold, calibrated on dev (test only reported), and the model card
+$PY -m training.translator.calibrate --work "$W" --model-dir "$EXPORT" --threads "$THREADS" --card
+$PY -m training.translator.card --work "$W" --model-dir "$EXPORT"
 
 stamp "done: version $($PY -c "import json;print(json.load(open('$EXPORT/metadata.json'))['version'])") in $EXPORT"

@@ -54,6 +54,7 @@ def main(argv=None):
     tf.config.threading.set_inter_op_parallelism_threads(1)
     from app.servables.translator.model import Translator
     translator = Translator.load(args.model_dir, cache_size=0)
+    translator.placeholders = False  # the model alone; --protect below does what serving does
     if args.protect:
         if translator.sp.piece_to_id(passthrough.PLACEHOLDERS[0]) == translator.sp.unk_id():
             raise SystemExit("this model's spm.model has no placeholder pieces: it was not trained "
