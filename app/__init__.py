@@ -25,7 +25,7 @@ def create_app(config=None, registry=None) -> Flask:
     """
     from .config import Config
     from .serving.registry import ModelRegistry
-    from .web import api, docs, errors, libretranslate, observability, pages, security, v2
+    from .web import api, auth, docs, errors, libretranslate, observability, pages, security, v2
 
     cfg = config or Config.from_env()
     observability.setup_logging(cfg.log_level)
@@ -43,6 +43,7 @@ def create_app(config=None, registry=None) -> Flask:
     errors.register_error_handlers(app)
     observability.init_app(app)
     security.init_app(app)
+    auth.init_app(app)  # POST /auth/token and the accounts database, with ACCOUNTS=1
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(docs.bp)

@@ -8,14 +8,15 @@
   in the environment (used by start.sh);
 * ``healthcheck``: GET /readyz over the uwsgi protocol (container HEALTHCHECK);
 * ``nginx-allow``: the lines of nginx's ``$nginx_allow`` map, from the app's routes;
-* ``k8s-env``: the settings ConfigMap of deploy/k8s (every default, pod paths).
+* ``k8s-env``: the settings ConfigMap of deploy/k8s (every default, pod paths);
+* ``db``, ``users``, ``keys``: the accounts database (app/accounts/cli.py).
 """
 from __future__ import annotations
 
 import sys
 
 USAGE = ("usage: python -m app {serve [--host H] [--port P] | translate [--beam N] | env | healthcheck | "
-         "nginx-allow | k8s-env}")
+         "nginx-allow | k8s-env | db | users | keys}")
 
 
 def serve(argv: list[str]) -> int:
@@ -58,6 +59,9 @@ def main(argv: list[str]) -> int:
     if cmd == "nginx-allow":
         from .web.nginx_map import main as nginx_allow
         return nginx_allow(argv[2:])
+    if cmd in ("db", "users", "keys"):
+        from .accounts.cli import main as accounts
+        return accounts(argv[1:])
     if cmd == "k8s-env":
         from .runtime.kubernetes import main as k8s_env
         return k8s_env(argv[2:])

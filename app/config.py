@@ -86,6 +86,19 @@ SETTINGS: tuple[Setting, ...] = (
        "File with one API key per line (# comments allowed), added to API_KEYS; read at worker start."),
     _s("app", "PROTECT_PAGES", "0",
        "1: the HTML pages (/, /index, /result, /dashboard) need an API key too (when keys are set)."),
+    # --- accounts (app/accounts) --------------------------------------------
+    _s("accounts", "ACCOUNTS", "0",
+       "1: users, database API keys and JWT access tokens (POST /auth/token): every non-public JSON "
+       "endpoint then needs a key or token (API_KEYS keep working). Manage with python -m app users|keys.",
+       "bool"),
+    _s("accounts", "DATABASE_URL", "",
+       "The accounts database (SQLAlchemy URL, e.g. postgresql+psycopg://user:pw@host/db); empty: "
+       "a SQLite file RUN_DIR/modelserver.db. Migrated on first use."),
+    _s("accounts", "JWT_SECRET", "",
+       "HS256 secret of the access tokens (>= 32 characters); empty: JWT_SECRET_FILE, else one generated "
+       "into RUN_DIR/jwt-secret (set the same one on every instance)."),
+    _s("accounts", "JWT_SECRET_FILE", "", "File holding JWT_SECRET (e.g. a mounted Secret)."),
+    _s("accounts", "JWT_MINUTES", "20", "Lifetime of an access token, minutes.", "int", 1),
     _s("app", "PROMETHEUS_MULTIPROC_DIR", "{RUN_DIR}/prometheus",
        "prometheus_client multiprocess directory: exact metrics over all workers. start.sh and the "
        "container export it and empty it at start; when unset (dev server) metrics are per process."),
@@ -153,7 +166,7 @@ SETTINGS: tuple[Setting, ...] = (
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
 
 _PATH_SETTINGS = {
-    "MODEL_REPOSITORY", "APP_REVISION_FILE", "PROMETHEUS_MULTIPROC_DIR", "API_KEYS_FILE",
+    "MODEL_REPOSITORY", "APP_REVISION_FILE", "PROMETHEUS_MULTIPROC_DIR", "API_KEYS_FILE", "JWT_SECRET_FILE",
     "RUN_DIR", "APP_PIDFILE", "TOUCH_RELOAD", "TOUCH_CHAIN_RELOAD",
     "NGINX_RUN_DIR", "NGINX_ACCESS_LOG", "NGINX_ERROR_LOG", "STATIC_ROOT",
 }
@@ -293,6 +306,7 @@ class Config:
     prometheus_multiproc_dir: str
     api_keys: tuple = ()
     protect_pages: bool = False
+    accounts: bool = False
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -326,6 +340,7 @@ class Config:
             prometheus_multiproc_dir=eff["PROMETHEUS_MULTIPROC_DIR"],
             api_keys=parse_api_keys(eff["API_KEYS"], eff["API_KEYS_FILE"]),
             protect_pages=_bool(eff, "PROTECT_PAGES"),
+            accounts=_bool(eff, "ACCOUNTS"),
             environ={**env, **eff},
         )
         if overrides:

@@ -26,7 +26,7 @@ POD = {
 
 #: Secrets never go into the ConfigMap: the Deployment reads them from the Secret
 #: ``modelserver-secrets`` (optional keys), see deploy/k8s/base/deployment.yaml.
-SECRET = ("API_KEYS",)
+SECRET = ("API_KEYS", "JWT_SECRET", "DATABASE_URL")
 
 
 def settings_env() -> str:

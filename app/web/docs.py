@@ -35,7 +35,8 @@ _TEXTS = {
 
 
 def _protected() -> bool:
-    return bool(current_app.extensions["config"].api_keys)
+    from .security import credentials_required
+    return credentials_required()
 
 
 def _responses(ok_schema: dict | None, ok_type: str, errors, error_schema: dict = ERROR) -> dict:

@@ -49,7 +49,7 @@ from ..serving.errors import ApiError, OverLimit
 from . import language_detection, textformats
 from .errors import register_error_shape
 from .helpers import core_config, endpoint, registry
-from .security import key_matches, presented_key
+from .security import check_credential, credentials_required, presented_key
 
 bp = Blueprint("libretranslate", __name__)
 
@@ -175,15 +175,15 @@ def _check_key(fields: dict) -> None:
     """The API key in the body (``api_key``) or in our headers, when keys are configured."""
     key = fields.get("api_key")
     if key is not None and not isinstance(key, str):
-        if core_config().api_keys:
+        if credentials_required():
             raise bad("Invalid API key", 403, "invalid_api_key")
         raise bad("Invalid request: api_key must be a string")
-    if not core_config().api_keys:
+    if not credentials_required():
         return
     given = key.strip() if key and key.strip() else presented_key()
     if given is None:
         raise bad("Please contact the server operator to get an API key", 403, "missing_api_key")
-    if not key_matches(given, core_config().api_keys):
+    if check_credential(given) is not None:  # environment keys, database keys and access tokens
         raise bad("Invalid API key", 403, "invalid_api_key")
 
 
@@ -406,7 +406,7 @@ def detect():
 @endpoint("lt_settings", public=True)
 def frontend_settings():
     pairs = served_pairs()
-    keys = bool(core_config().api_keys)
+    keys = credentials_required()
     target = next((t for _, t in pairs), "")
     lim = _limits(next(iter(pairs.values()))[0]) if pairs else {"max_chars": None}
     return jsonify({
@@ -605,7 +605,7 @@ def openapi_paths() -> dict:
     targets = sorted({t for _, t in pairs})
     lim = _limits(next(iter(pairs.values()))[0]) if pairs else {"max_texts": None, "max_chars": None,
                                                                  "max_total_chars": None}
-    keyed = bool(core_config().api_keys)
+    keyed = credentials_required()
     tags = ("libretranslate",)
     text = {"type": "string", "minLength": 1}
     item = {"type": "string"}

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hmac
 
-from flask import Flask, current_app, render_template, request
+from flask import Flask, current_app, g, render_template, request
 
 from .errors import json_error, wants_json
 
@@ -68,19 +68,49 @@ def needs_key(endpoint: str | None, view, protect_pages: bool) -> bool:
     return True
 
 
+def credentials_required() -> bool:
+    """Keys are configured (API_KEYS) or accounts are on (ACCOUNTS=1)."""
+    return bool(current_app.extensions["config"].api_keys) or "accounts" in current_app.extensions
+
+
+def check_credential(given: str) -> tuple[str, str] | None:
+    """None when ``given`` is an environment key, a database key or a valid access token (its
+    principal in ``g.principal``; None for an environment key), else (error code, message)."""
+    cfg = current_app.extensions["config"]
+    if cfg.api_keys and key_matches(given, cfg.api_keys):
+        g.principal = None
+        return None
+    accounts = current_app.extensions.get("accounts")
+    if accounts is not None:
+        from ..accounts.tokens import InvalidToken, looks_like_jwt
+        try:
+            g.principal = accounts.principal(given)
+        except InvalidToken as exc:
+            return "invalid_token", str(exc)
+        if g.principal is not None:
+            return None
+        if looks_like_jwt(given):
+            return "invalid_token", "the token is not valid"
+    return "invalid_api_key", "the API key is not valid"
+
+
 def init_app(app: Flask) -> None:
     @app.before_request
     def _require_api_key():
         cfg = current_app.extensions["config"]
         view = current_app.view_functions.get(request.endpoint) if request.endpoint else None
-        if not cfg.api_keys or not needs_key(request.endpoint, view, cfg.protect_pages):
+        if not credentials_required() or not needs_key(request.endpoint, view, cfg.protect_pages):
             return None
         given = presented_key()
-        if given is not None and key_matches(given, cfg.api_keys):
-            return None
-        code, message = (("missing_api_key", "this endpoint needs an API key: send 'Authorization: Bearer "
-                          "<key>' or 'X-API-Key: <key>'") if given is None
-                         else ("invalid_api_key", "the API key is not valid"))
+        if given is not None:
+            failure = check_credential(given)
+            if failure is None:
+                return None
+            code, message = failure
+        else:
+            code, message = ("missing_api_key", "this endpoint needs an API key"
+                             + (" or an access token (POST /auth/token)" if "accounts" in current_app.extensions else "")
+                             + ": send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
         headers = [("WWW-Authenticate", AUTH_CHALLENGE)]
         if wants_json():
             return json_error(401, code, message, headers=headers)

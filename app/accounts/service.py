@@ -1,0 +1,95 @@
+"""The accounts of one app process (``ACCOUNTS=1``): who a presented credential is.
+
+Credentials: an environment ``API_KEYS`` key (as before), a database API key, or a JWT access
+token. Database answers are cached for :data:`CACHE_SECONDS` per credential, so a request costs
+no query when its key was seen a moment ago; a revoked key or a disabled user is refused within
+that time. Unknown credentials are not cached (the cache cannot be filled by guessing).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from . import keys, passwords, tokens
+from .db import database_url, session
+from .models import User
+from .schema import ensure
+
+CACHE_SECONDS = 5.0
+CACHE_MAX = 10_000
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who made a request: ``kind`` is env_key, api_key or token."""
+    kind: str
+    user: str | None = None
+    key_id: int | None = None
+    is_admin: bool = False
+    rpm: int | None = None
+    chars_per_day: int | None = None
+
+
+class Accounts:
+    def __init__(self, environ, minutes: int):
+        self.url = database_url(environ)
+        self.revision = ensure(self.url)
+        self.secret = tokens.load_secret(environ)
+        self.minutes = minutes
+        self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._lock = threading.Lock()
+
+    # --- credentials -------------------------------------------------------------------
+    def principal(self, presented: str) -> Principal | None:
+        """The principal of a database key or a token; None when neither is valid.
+        Raises tokens.InvalidToken for a JWT that is bad or expired (its message says which)."""
+        if tokens.looks_like_jwt(presented):
+            claims = tokens.verify(self.secret, presented)  # raises InvalidToken
+            user = self._cached("user:" + claims["sub"], lambda: self._user_principal(claims["sub"]))
+            if user is None:
+                raise tokens.InvalidToken("the token's user is unknown or disabled")
+            return user
+        return self._cached("key:" + keys.key_hash(presented), lambda: self._key_principal(presented))
+
+    def _cached(self, key, load):
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit and now - hit[0] < CACHE_SECONDS:
+                return hit[1]
+        value = load()
+        if value is not None:
+            with self._lock:
+                if len(self._cache) >= CACHE_MAX:
+                    self._cache.clear()
+                self._cache[key] = (now, value)
+        return value
+
+    def _key_principal(self, presented: str) -> Principal | None:
+        with session(self.url) as s:
+            found = keys.lookup(s, presented)
+            if found is None:
+                return None
+            k, u = found
+            return Principal("api_key", u.name, k.id, u.is_admin, k.rpm, k.chars_per_day)
+
+    def _user_principal(self, name: str) -> Principal | None:
+        with session(self.url) as s:
+            u = s.execute(select(User).where(User.name == name)).scalar_one_or_none()
+            if u is None or u.disabled:
+                return None
+            return Principal("token", u.name, None, u.is_admin)
+
+    # --- the OAuth2 password flow -------------------------------------------------------
+    def password_token(self, name: str, password: str) -> tuple[str, int] | None:
+        """(access token, seconds) for a right name and password of an enabled user, else None.
+        Unknown users and wrong passwords take the same time (argon2 against a dummy hash)."""
+        with session(self.url) as s:
+            u = s.execute(select(User).where(User.name == name[:64])).scalar_one_or_none()
+            ok = passwords.verify(u.password_hash if u is not None else None, password)
+            if not ok or u is None or u.disabled:
+                return None
+            return tokens.issue(self.secret, u.name, self.minutes)
