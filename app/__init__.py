@@ -43,7 +43,6 @@ def create_app(config=None, registry=None) -> Flask:
     errors.register_error_handlers(app)
     observability.init_app(app)
     security.init_app(app)
-    auth.init_app(app)  # POST /auth/token and the accounts database, with ACCOUNTS=1
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(docs.bp)
@@ -58,6 +57,7 @@ def create_app(config=None, registry=None) -> Flask:
             app.register_blueprint(bp)
     pages.register_start_page(app)
     libretranslate.init_app(app, registry)  # LibreTranslate's API over the translation servables
+    auth.init_app(app, registry)  # ACCOUNTS=1: the accounts database, POST /auth/token, quotas
 
     if created:
         if cfg.model_loading == "background":

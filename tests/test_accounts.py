@@ -196,3 +196,33 @@ def test_unknown_user_costs_an_argon2_verification(monkeypatch):
     stored = real.hash("the right password")
     assert passwords.verify(stored, "a wrong password") is False
     assert calls == [passwords._DUMMY, stored]
+
+
+def test_quotas_are_exact_across_workers(backend):
+    """Two apps on one database stand for two workers: requests per minute and characters per
+    day are counted once across both, answered 429 with Retry-After when used up."""
+    env = backend
+    cli(env, "users", "create", "frank", stdin="")
+    rpm_key = cli(env, "keys", "create", "frank", "--rpm", "5").stdout.strip()
+    chars_key = cli(env, "keys", "create", "frank", "--chars-per-day", "30").stdout.strip()
+    (c1, _), (c2, _) = app_client(env), app_client(env)
+    codes = [translate(c, rpm_key).status_code for c in (c1, c2, c1, c2, c1, c2, c1)]
+    if codes[:5] != [200] * 5:  # a minute boundary passed during the first requests: once more
+        codes = [translate(c, rpm_key).status_code for c in (c1, c2, c1, c2, c1, c2, c1)]
+    assert codes == [200] * 5 + [429, 429]
+    r = translate(c2, rpm_key)
+    assert r.json["error"]["code"] == "quota_exceeded" and "5 requests per minute" in r.json["error"]["message"]
+    assert 1 <= int(r.headers["Retry-After"]) <= 60 and r.json["error"]["retry_after"] == int(r.headers["Retry-After"])
+
+    def chars(c, text):
+        return c.post("/api/translate", json={"text": text}, headers={"Authorization": "Bearer " + chars_key})
+
+    assert chars(c1, "x" * 20).status_code == 200
+    assert chars(c2, "y" * 10).status_code == 200  # 30 of 30
+    r = chars(c1, "z")
+    assert r.status_code == 429 and "30 characters per day" in r.json["error"]["message"]
+    assert 1 <= int(r.headers["Retry-After"]) <= 86400
+    assert chars(c2, "").status_code == 200  # nothing to translate costs nothing
+    # LibreTranslate counts the same characters
+    lt = c1.post("/translate", json={"q": "Hi.", "source": "en", "target": "es", "api_key": chars_key})
+    assert lt.status_code == 429

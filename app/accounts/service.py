@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from . import keys, passwords, tokens
+from ..serving.errors import QuotaExceeded
+from . import keys, passwords, quotas, tokens
 from .db import database_url, session
 from .models import User
 from .schema import ensure
@@ -82,6 +83,23 @@ class Accounts:
             if u is None or u.disabled:
                 return None
             return Principal("token", u.name, None, u.is_admin)
+
+    # --- quotas ---------------------------------------------------------------------------
+    def charge_request(self, p: Principal) -> None:
+        """One request against the key's requests-per-minute; QuotaExceeded when used up."""
+        if p.rpm:
+            retry = quotas.take(self.url, f"key:{p.key_id}:rpm", 1, p.rpm, 60)
+            if retry is not None:
+                raise QuotaExceeded(f"this key's quota of {p.rpm} requests per minute is used up", retry)
+
+    def charge_usage(self, p: Principal, usage: dict) -> None:
+        """What an inference consumes (``{"characters": n}``) against the key's daily quota."""
+        chars = usage.get("characters", 0)
+        if p.chars_per_day and chars:
+            retry = quotas.take(self.url, f"key:{p.key_id}:chars", chars, p.chars_per_day, 86400)
+            if retry is not None:
+                raise QuotaExceeded(f"this key's quota of {p.chars_per_day} characters per day does not "
+                                    f"cover these {chars} characters", retry)
 
     # --- the OAuth2 password flow -------------------------------------------------------
     def password_token(self, name: str, password: str) -> tuple[str, int] | None:

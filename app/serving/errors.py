@@ -55,3 +55,11 @@ class ModelBusy(ApiError):
     def __init__(self, name: str, waited: float):
         super().__init__(f"model {name} is busy: no slot within {waited:g} s, retry later", model=name)
         self.name, self.waited = name, waited
+
+
+class QuotaExceeded(ApiError):
+    """A key's quota (requests per minute, characters per day) is used up: 429 + Retry-After."""
+    status, default_code = 429, "quota_exceeded"
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message, retry_after=retry_after)

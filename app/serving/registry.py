@@ -103,6 +103,8 @@ class ModelRegistry:
     def __init__(self, cfg: Config):
         self.cfg = cfg
         self.root = Path(cfg.model_repository)
+        #: called as hook(model name, servable.usage(items)) before each inference (quotas)
+        self.usage_hook = None
         self.handles: dict[str, ModelHandle] = {}
         self.threads: dict = {}
         self._load_lock = threading.Lock()
@@ -241,6 +243,8 @@ class ModelRegistry:
             items = self.servable(name).preprocess(inputs or {}, parameters)
         h = self.ready_handle(name, version)
         s = h.servable
+        if self.usage_hook is not None:
+            self.usage_hook(name, s.usage(items))  # quotas: may refuse the request (an ApiError)
         hit = s.cached(items) if items else None
         if hit is not None:
             metrics.CACHE_HITS.labels(*h.labels).inc()

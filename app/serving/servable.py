@@ -135,6 +135,10 @@ class Servable:
         """One result per item. The only locked/batched, timed part."""
         raise NotImplementedError
 
+    def usage(self, items: list) -> dict:
+        """Optional: what one request consumes, for quotas (e.g. ``{"characters": 120}``)."""
+        return {}
+
     def cached(self, items: list) -> list | None:
         """Optional: the results of all ``items`` without running the model (a cache), else None."""
         return None

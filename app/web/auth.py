@@ -47,13 +47,21 @@ def token():
     return resp
 
 
-def init_app(app) -> None:
+def init_app(app, registry) -> None:
     cfg = app.extensions["config"]
     if not cfg.accounts:
         return
     from ..accounts.service import Accounts
     from ..config import SETTINGS_BY_NAME, parse_setting
     minutes = parse_setting(SETTINGS_BY_NAME["JWT_MINUTES"], cfg.environ)
-    app.extensions["accounts"] = Accounts(cfg.environ, minutes)
+    accounts = app.extensions["accounts"] = Accounts(cfg.environ, minutes)
+
+    def charge(model, usage):
+        from flask import g, has_request_context
+        p = g.get("principal") if has_request_context() else None
+        if p is not None and usage:
+            accounts.charge_usage(p, usage)
+
+    registry.usage_hook = charge
     register_error_shape("/auth/token", _oauth_error)
     app.register_blueprint(bp)

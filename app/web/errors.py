@@ -90,7 +90,8 @@ def json_error(status: int, code: str, message: str, headers=None, **extra):
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
-        headers = [("Retry-After", "5")] if exc.status == 503 else None
+        retry = exc.extra.get("retry_after") or (5 if exc.status == 503 else None)
+        headers = [("Retry-After", str(retry))] if retry else None
         if not wants_json():
             html = render_template("error.html", status=exc.status, title=exc.code.replace("_", " "),
                                    message=exc.message)

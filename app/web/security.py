@@ -105,6 +105,8 @@ def init_app(app: Flask) -> None:
         if given is not None:
             failure = check_credential(given)
             if failure is None:
+                if g.principal is not None:
+                    current_app.extensions["accounts"].charge_request(g.principal)  # 429 when used up
                 return None
             code, message = failure
         else:

@@ -163,6 +163,9 @@ class TranslatorServable(Servable):
         return self.prepare(texts, parameters.get("beam"), where=lambda i: f"text[{i}]")
 
     # --- inference ---------------------------------------------------------------------
+    def usage(self, items: list) -> dict:
+        return {"characters": sum(len(t) for t, _ in items)}
+
     def batch_key(self, item):
         return item[1]
 
