@@ -195,7 +195,7 @@ def test_unknown_user_costs_an_argon2_verification(monkeypatch):
     assert passwords.verify(None, "whatever password") is False
     stored = real.hash("the right password")
     assert passwords.verify(stored, "a wrong password") is False
-    assert calls == [passwords._DUMMY, stored]
+    assert calls == [passwords._dummy(), stored]
 
 
 def test_quotas_are_exact_across_workers(backend):
@@ -226,3 +226,23 @@ def test_quotas_are_exact_across_workers(backend):
     # LibreTranslate counts the same characters
     lt = c1.post("/translate", json={"q": "Hi.", "source": "en", "target": "es", "api_key": chars_key})
     assert lt.status_code == 429
+
+
+def test_sign_in_attempts_are_limited_per_user_and_per_address(backend, monkeypatch):
+    env = backend
+    cli(env, "users", "create", "gina", "--password-stdin", stdin=PASSWORD + "\n")
+    monkeypatch.setattr(service, "LOGIN_PER_USER", 3)
+    monkeypatch.setattr(service, "LOGIN_PER_ADDRESS", 5)
+    c, _ = app_client(env)
+
+    def attempt(name, password="wrong password!", addr="10.0.0.1"):
+        return c.post("/auth/token", data={"username": name, "password": password},
+                      environ_base={"REMOTE_ADDR": addr})
+
+    got = [attempt("gina").status_code for _ in range(3)]
+    r = attempt("gina", PASSWORD)  # the right password, but the user's attempts are used up
+    assert got == [400, 400, 400] and r.status_code == 429, got
+    assert r.json["error"] == "quota_exceeded" and int(r.headers["Retry-After"]) >= 1
+    assert attempt("someone", addr="10.0.0.1").status_code == 400   # 5th attempt from this address
+    assert attempt("another", addr="10.0.0.1").status_code == 429   # the address is used up too
+    assert attempt("another", addr="10.0.0.2").status_code == 400   # another address is not

@@ -2,11 +2,17 @@
 dummy hash, so that "no such user" and "wrong password" take the same time."""
 from __future__ import annotations
 
+from functools import cache
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 _hasher = PasswordHasher()
-_DUMMY = _hasher.hash("not the password of anybody")
+
+
+@cache
+def _dummy() -> str:
+    return _hasher.hash("not the password of anybody")
 
 MIN_LENGTH = 8
 MAX_LENGTH = 1024
@@ -27,6 +33,6 @@ def verify(stored: str | None, password: str) -> bool:
     if len(password) > MAX_LENGTH:
         password = password[:MAX_LENGTH + 1]
     try:
-        return _hasher.verify(stored or _DUMMY, password) and stored is not None
+        return _hasher.verify(stored or _dummy(), password) and stored is not None
     except (VerificationError, InvalidHashError):
         return False

@@ -21,6 +21,8 @@ from .schema import ensure
 
 CACHE_SECONDS = 5.0
 CACHE_MAX = 10_000
+#: sign-in attempts (POST /auth/token) allowed per user name and per client address per window
+LOGIN_PER_USER, LOGIN_PER_ADDRESS, LOGIN_WINDOW = 10, 30, 300
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,14 @@ class Accounts:
             if retry is not None:
                 raise QuotaExceeded(f"this key's quota of {p.chars_per_day} characters per day does not "
                                     f"cover these {chars} characters", retry)
+
+    def charge_login(self, name: str, address: str) -> None:
+        """Password attempts: LOGIN_PER_USER per user name and LOGIN_PER_ADDRESS per client
+        address within LOGIN_WINDOW seconds, whatever their outcome; then 429."""
+        for subject, limit in ((f"login-addr:{address}", LOGIN_PER_ADDRESS), (f"login-user:{name}", LOGIN_PER_USER)):
+            retry = quotas.take(self.url, subject, 1, limit, LOGIN_WINDOW)
+            if retry is not None:
+                raise QuotaExceeded("too many sign-in attempts; try again later", retry)
 
     # --- the OAuth2 password flow -------------------------------------------------------
     def password_token(self, name: str, password: str) -> tuple[str, int] | None:

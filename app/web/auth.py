@@ -20,7 +20,8 @@ def _oauth_error(status, code, message, **extra):
     return {"error": code if code in _OAUTH_CODES else "invalid_request", "error_description": message}
 
 
-_OAUTH_CODES = {"invalid_request", "invalid_grant", "unsupported_grant_type", "invalid_client"}
+_OAUTH_CODES = {"invalid_request", "invalid_grant", "unsupported_grant_type", "invalid_client",
+                "quota_exceeded"}
 
 
 @bp.post("/auth/token")
@@ -36,9 +37,11 @@ def token():
     name, password = form.get("username", ""), form.get("password", "")
     if not name or not password:
         raise ApiError(400, "invalid_request", "the form fields username and password are required")
+    accounts = current_app.extensions["accounts"]
+    accounts.charge_login(name[:64], request.remote_addr or "")  # 429 after too many attempts
     if len(name) > 64 or len(password) > 1024:
         raise ApiError(400, "invalid_grant", "wrong user name or password")
-    issued = current_app.extensions["accounts"].password_token(name, password)
+    issued = accounts.password_token(name, password)
     if issued is None:
         raise ApiError(400, "invalid_grant", "wrong user name or password")
     access, seconds = issued
