@@ -87,6 +87,15 @@ def test_compose_env_matches_container_paths():
     assert "APP_UPSTREAM: \"app:3031\"" in text and "APP_SOCKET: \"0.0.0.0:3031\"" in text
 
 
+def test_compose_postgres_is_an_opt_in_profile():
+    import yaml
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    assert services["postgres"]["profiles"] == ["postgres"]
+    assert re.fullmatch(r"postgres:\d+\.\d+[\w.-]*", services["postgres"]["image"])
+    assert services["app"]["environment"]["ACCOUNTS"] == "${ACCOUNTS:-0}"
+    assert "postgres" not in services["app"].get("depends_on", {})  # the app starts without it
+
+
 def test_compose_app_scales_to_replicas():
     """`docker compose up --scale app=N`: the app service has no fixed name or host port, and
     nginx re-resolves it through Docker's DNS (tests/test_nginx_upstreams.py runs that mode)."""
