@@ -103,6 +103,28 @@ def test_confidence_is_the_models_own_probability_of_its_output(model):
             assert out.confidence == sentence.confidence and 0 < sentence.confidence <= 1
 
 
+def test_each_row_stops_at_its_own_limit(model):
+    """A row's output limit is its own: in a batch it gets exactly what it gets alone, however
+    long its neighbours may run (a looping output cut at its limit once differed in a batch)."""
+    import tensorflow as tf
+    from app.servables.translator.transformer import EOS
+    ids = [model.sp.encode("We will go to the beach tomorrow if it does not rain.") + [EOS],
+           model.sp.encode("My father works in a hospital near the river.") + [EOS]]
+    width = max(map(len, ids))
+    src = tf.constant([r + [0] * (width - len(r)) for r in ids], tf.int32)
+    for beam in (1, 4):
+        run = (lambda s, m: model.decoder.greedy(s, m)) if beam == 1 else \
+            (lambda s, m: model.decoder.beam(beam)(s, m, tf.constant(0.6)))
+        out, logp = run(src, tf.constant([3, 40], tf.int32))
+        alone0, lp0 = run(src[:1], tf.constant([3], tf.int32))
+        alone1, lp1 = run(src[1:], tf.constant([40], tf.int32))
+        strip = lambda row: [t for t in row if t > EOS]  # noqa: E731
+        assert len(strip(out.numpy()[0])) <= 3
+        assert strip(out.numpy()[0]) == strip(alone0.numpy()[0]), beam
+        assert strip(out.numpy()[1]) == strip(alone1.numpy()[0]), beam
+        assert abs(float(logp[0]) - float(lp0[0])) < 1e-4 and abs(float(logp[1]) - float(lp1[0])) < 1e-4
+
+
 def test_exact_translations(model):
     got = model.translate(list(EXPECTED), beam=1)
     assert dict(zip(EXPECTED, got)) == EXPECTED

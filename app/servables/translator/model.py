@@ -179,7 +179,8 @@ class Translator:
         src = np.zeros((len(batch), longest), np.int32)
         for r, ids in enumerate(batch):
             src[r, :len(ids) + 1] = ids + [EOS]
-        max_len = tf.constant(min(int(longest * 1.5) + 10, 256), tf.int32)
+        # each row's own output limit (1.5 x its source + 10, at most 256): what it gets alone
+        max_len = tf.constant([min(int((len(ids) + 1) * 1.5) + 10, 256) for ids in batch], tf.int32)
         with self.lock:
             if beam <= 1:
                 out, logp = self.decoder.greedy(tf.constant(src), max_len)

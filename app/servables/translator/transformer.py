@@ -167,7 +167,9 @@ class Decoder:
     def __init__(self, model: Transformer):
         self.m = model
         self._beam = {}
-        spec = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([], tf.int32)]
+        # max_len is per row: a row stops at its own limit, so its output never depends on the
+        # other rows of the batch (the same as decoding it alone)
+        spec = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32)]
         self.greedy = tf.function(self._greedy, input_signature=spec, autograph=False)
         # Never emit padding, unknown or begin-of-sentence tokens.
         suppress = np.zeros(model.config["vocab_size"], np.float32)
@@ -249,8 +251,10 @@ class Decoder:
         b = tf.shape(src)[0]
         cross, src_bias, caches = self._start(src, 1)
 
+        longest = tf.reduce_max(max_len)
+
         def cond(t, tok, done, logp, length, out, caches):
-            return tf.logical_and(t < max_len, tf.logical_not(tf.reduce_all(done)))
+            return tf.logical_and(t < longest, tf.logical_not(tf.reduce_all(done)))
 
         def body(t, tok, done, logp, length, out, caches):
             logits, caches = self._step(tok, t, caches, cross, src_bias)
@@ -259,7 +263,7 @@ class Decoder:
             logp = logp + tf.where(done, 0.0, step_logp)
             length = length + tf.where(done, 0, 1)
             nxt = tf.where(done, PAD, best)
-            done = tf.logical_or(done, tf.equal(nxt, EOS))
+            done = tf.logical_or(done, tf.logical_or(tf.equal(nxt, EOS), t + 1 >= max_len))
             return t + 1, nxt, done, logp, length, out.write(t, nxt), caches
 
         init = (tf.constant(0), tf.fill([b], BOS), tf.zeros([b], tf.bool), tf.zeros([b]),
@@ -271,10 +275,10 @@ class Decoder:
         return tf.reshape(tf.transpose(out.stack()), [b, -1]), logp / tf.cast(tf.maximum(length, 1), tf.float32)
 
     def beam(self, k: int):
-        """The tf.function beam search of width k: fn(src [B,S] int32, max_len, alpha) -> (ids [B,T],
+        """The tf.function beam search of width k: fn(src [B,S] int32, max_len [B], alpha) -> (ids [B,T],
         mean log-probability per token of the chosen hypothesis [B], its end token included)."""
         if k not in self._beam:
-            spec = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([], tf.int32),
+            spec = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32),
                     tf.TensorSpec([], tf.float32)]
             self._beam[k] = tf.function(lambda s, m, a: self._beam_search(s, m, a, k),
                                         input_signature=spec, autograph=False)
@@ -290,8 +294,10 @@ class Decoder:
         pad_row = tf.one_hot(PAD, vocab, on_value=0.0, off_value=NEG)
         base = (tf.range(b) * k)[:, None]
 
+        longest = tf.reduce_max(max_len)
+
         def cond(t, tok, scores, lengths, done, seqs, caches):
-            return tf.logical_and(t < max_len, tf.logical_not(tf.reduce_all(done)))
+            return tf.logical_and(t < longest, tf.logical_not(tf.reduce_all(done)))
 
         def body(t, tok, scores, lengths, done, seqs, caches):
             logits, caches = self._step(tok, t, caches, cross, src_bias)
@@ -305,6 +311,7 @@ class Decoder:
             scores = tf.gather(tf.reshape(raw, [b, k * vocab]), idx, batch_dims=1)
             lengths = tf.gather(cand_len, beam_idx, batch_dims=1)
             done = tf.logical_or(tf.gather(done, beam_idx, batch_dims=1), tf.equal(nxt, EOS))
+            done = tf.logical_or(done, (t + 1 >= max_len)[:, None])  # this row's own limit
             seqs = tf.concat([tf.gather(seqs, beam_idx, batch_dims=1), nxt[:, :, None]], axis=2)
             rows = tf.reshape(base + beam_idx, [-1])
             caches = [(tf.gather(ck, rows), tf.gather(cv, rows)) for ck, cv in caches]
