@@ -3,13 +3,17 @@
 - one 10-word sentence, greedy and beam 4, one TensorFlow thread: median and p90 ms;
 - a batch of 64 mixed-length sentences, greedy, two threads: sentences/s.
 
-Usage: .venv/bin/python bench/translator_speed.py [--model-dir models/translator] [--json out.json]
+Usage: .venv/bin/python bench/translator_speed.py [--model-dir DIR] [--json out.json]
+       .venv/bin/python bench/translator_speed.py --model-dir NEW --against OLD [--rounds 2]
+           (both models measured in the same run, alternately, each in its own process; medians
+           and the ratios of the issue-13 targets: greedy <= 1.2x OLD's time, batch >= 0.8x its rate)
 """
 from __future__ import annotations
 
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -49,7 +53,11 @@ def main(argv=None):
     ap.add_argument("--model-dir", default=str(version_dir("translator")))
     ap.add_argument("--repeat", type=int, default=30)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--against", help="a second model directory, measured alternately in the same run")
+    ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args(argv)
+    if args.against:
+        return compare(args.model_dir, args.against, args.rounds, args.repeat, args.json)
 
     import tensorflow as tf
     tf.config.threading.set_inter_op_parallelism_threads(1)
@@ -57,16 +65,16 @@ def main(argv=None):
     from app.servables.translator.model import Translator
     t = Translator.load(args.model_dir, cache_size=0)  # measure decoding, not the LRU cache
     t.warmup()
-    rows = []
+    rows, raw = [], {}
     for beam, target in ((1, 25.0), (4, 60.0)):
         t.translate([TEN_WORDS], beam=beam)
         ms = timed(lambda: t.translate([TEN_WORDS], beam=beam), args.repeat)
         med = statistics.median(ms)
+        raw["greedy_ms" if beam == 1 else "beam4_ms"] = med
         rows.append((f"10-word sentence, {'greedy' if beam == 1 else f'beam {beam}'}, 1 thread",
                      f"{med:.1f} ms median (p90 {sorted(ms)[int(0.9 * len(ms))]:.1f})",
                      f"<= {target:.0f} ms", med <= target))
     # intra-op threads can only be set before TF runs ops: measure 2 threads in a subprocess
-    import subprocess
     code = ("import time,tensorflow as tf;"
             "tf.config.threading.set_intra_op_parallelism_threads(2);"
             "tf.config.threading.set_inter_op_parallelism_threads(1);"
@@ -76,6 +84,7 @@ def main(argv=None):
             "print(len(b)/sorted(r)[len(r)//2])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     rate = float(out.stdout.strip().splitlines()[-1])
+    raw["batch_rate"] = rate
     rows.append(("batch of 64 mixed sentences, greedy, 2 threads", f"{rate:.0f} sentences/s",
                  ">= 150 sentences/s", rate >= 150))
     print("| measurement | result | target | met |\n|---|---|---|---|")
@@ -83,7 +92,36 @@ def main(argv=None):
         print(f"| {name} | {res} | {target} | {'yes' if ok else 'NO'} |")
     if args.json:
         args.json.write_text(json.dumps([dict(zip(("name", "result", "target", "met"), r))
-                                         for r in rows], indent=1))
+                                         for r in rows] + [{"raw": raw}], indent=1))
+
+
+def compare(new: str, old: str, rounds: int, repeat: int, out: Path | None) -> None:
+    """NEW and OLD alternately, ``rounds`` times each, each run in its own process."""
+    import tempfile
+    runs: dict[str, list[dict]] = {"new": [], "old": []}
+    for _ in range(rounds):
+        for which, model in (("old", old), ("new", new)):
+            with tempfile.NamedTemporaryFile(suffix=".json") as fh:
+                subprocess.run([sys.executable, __file__, "--model-dir", model, "--repeat", str(repeat),
+                                "--json", fh.name], check=True, cwd=ROOT, capture_output=True)
+                runs[which].append(json.loads(Path(fh.name).read_text())[-1]["raw"])
+    med = {m: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for m, rs in runs.items()}
+    ratio = {k: med["new"][k] / med["old"][k] for k in med["new"]}
+    rows = [
+        ("10-word sentence, greedy, 1 thread (ms)", "greedy_ms", "<= 1.2x", ratio["greedy_ms"] <= 1.2),
+        ("10-word sentence, beam 4, 1 thread (ms)", "beam4_ms", "", None),
+        ("batch of 64 mixed sentences, greedy, 2 threads (sentences/s)", "batch_rate", ">= 0.8x",
+         ratio["batch_rate"] >= 0.8),
+    ]
+    print(f"| measurement | {Path(old).name} | {Path(new).name} | ratio | target |\n|---|---|---|---|---|")
+    table = []
+    for name, key, target, ok in rows:
+        print(f"| {name} | {med['old'][key]:.1f} | {med['new'][key]:.1f} | {ratio[key]:.3f}x | "
+              f"{target}{'' if ok is None else (' met' if ok else ' NOT met')} |")
+        table.append({"name": name, "old": round(med["old"][key], 2), "new": round(med["new"][key], 2),
+                      "ratio": round(ratio[key], 3), "target": target, "met": ok})
+    if out:
+        out.write_text(json.dumps({"old": old, "new": new, "rounds": rounds, "rows": table}, indent=1))
 
 
 if __name__ == "__main__":

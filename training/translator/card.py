@@ -22,6 +22,7 @@ def main(argv=None):
     ap.add_argument("--model-dir", type=Path, default=paths.MODEL_DIR)
     ap.add_argument("--work", type=Path, default=paths.WORK)
     ap.add_argument("--speed", type=Path, help="JSON written by bench/translator_speed.py --json")
+    ap.add_argument("--speed-vs", type=Path, help="JSON written by bench/translator_speed.py --against ... --json")
     args = ap.parse_args(argv)
     meta_path = args.model_dir / "metadata.json"
     meta = json.loads(meta_path.read_text())
@@ -31,6 +32,8 @@ def main(argv=None):
                      if p.name in ("weights.npz", "spm.model", "config.json")}
     if args.speed:
         meta["speed"] = json.loads(args.speed.read_text())
+    if args.speed_vs:
+        meta["speed_vs_previous"] = json.loads(args.speed_vs.read_text())
     raw, protected = args.work / "passthrough_raw.json", args.work / "passthrough_protect.json"
     if raw.exists() and protected.exists():
         meta["pass_through"] = {"raw": json.loads(raw.read_text())["unchanged"],
@@ -89,7 +92,14 @@ def main(argv=None):
     speed_md = ""
     if meta.get("speed"):
         speed_md = "| measurement | result | target |\n|---|---|---|\n" + "\n".join(
-            f"| {r['name']} | {r['result']} | {r['target']} |" for r in meta["speed"])
+            f"| {r['name']} | {r['result']} | {r['target']} |" for r in meta["speed"] if "result" in r)
+    cmp = meta.get("speed_vs_previous")
+    if cmp:
+        speed_md += (f"\n\nAgainst the previous version `{Path(cmp['old']).name}`, in the same run "
+                     f"(`bench/translator_speed.py --against`, {cmp['rounds']} alternating rounds, medians):\n\n"
+                     "| measurement | previous | this | ratio | target |\n|---|---|---|---|---|\n" + "\n".join(
+                         f"| {r['name']} | {r['old']} | {r['new']} | {r['ratio']}x | {r['target']}"
+                         f"{'' if r['met'] is None else (' met' if r['met'] else ' NOT met')} |" for r in cmp["rows"]))
     sizes = meta["splits"]
     grouped = meta.get("split", {}).get("split") == "grouped"
     groups = meta.get("split", {}).get("groups", {})
