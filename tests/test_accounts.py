@@ -213,6 +213,8 @@ def test_quotas_are_exact_across_workers(backend):
     assert codes == [200] * 5 + [429, 429]
     r = translate(c2, rpm_key)
     assert r.json["error"]["code"] == "quota_exceeded" and "5 requests per minute" in r.json["error"]["message"]
+    lt = c1.post("/translate", json={"q": "Hi.", "source": "en", "target": "es", "api_key": rpm_key})
+    assert lt.status_code == 429  # LibreTranslate's api_key counts against the same quota
     assert 1 <= int(r.headers["Retry-After"]) <= 60 and r.json["error"]["retry_after"] == int(r.headers["Retry-After"])
 
     def chars(c, text):

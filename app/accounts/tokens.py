@@ -29,14 +29,19 @@ def load_secret(environ) -> bytes:
     else:
         path = Path(eff.get("JWT_SECRET_FILE") or Path(eff["RUN_DIR"]) / "jwt-secret")
         if not path.exists():
+            # written whole under a temporary name, then linked into place: a worker starting at
+            # the same moment sees either no file or the complete one, and the first link wins
             path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(48) + "\n")
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:  # another worker wrote it first
+                os.link(tmp, path)
+            except FileExistsError:
                 pass
-            else:
-                with os.fdopen(fd, "w") as fh:
-                    fh.write(secrets.token_urlsafe(48) + "\n")
+            finally:
+                os.unlink(tmp)
         secret = path.read_text().strip()
     if len(secret) < 32:
         raise ValueError("JWT_SECRET (or its file) must have at least 32 characters")

@@ -75,7 +75,8 @@ def credentials_required() -> bool:
 
 def check_credential(given: str) -> tuple[str, str] | None:
     """None when ``given`` is an environment key, a database key or a valid access token (its
-    principal in ``g.principal``; None for an environment key), else (error code, message)."""
+    principal in ``g.principal``; None for an environment key), else (error code, message).
+    A database key's requests-per-minute quota is charged here (QuotaExceeded when used up)."""
     cfg = current_app.extensions["config"]
     if cfg.api_keys and key_matches(given, cfg.api_keys):
         g.principal = None
@@ -88,6 +89,7 @@ def check_credential(given: str) -> tuple[str, str] | None:
         except InvalidToken as exc:
             return "invalid_token", str(exc)
         if g.principal is not None:
+            accounts.charge_request(g.principal)
             return None
         if looks_like_jwt(given):
             return "invalid_token", "the token is not valid"
@@ -105,8 +107,6 @@ def init_app(app: Flask) -> None:
         if given is not None:
             failure = check_credential(given)
             if failure is None:
-                if g.principal is not None:
-                    current_app.extensions["accounts"].charge_request(g.principal)  # 429 when used up
                 return None
             code, message = failure
         else:
