@@ -63,7 +63,11 @@ def test_model_metadata(client):
 
 def test_repository_index(client):
     index = client.get_model_repository_index()
-    assert {(r["name"], r["state"]) for r in index} == {("nose_tracker", "READY"), ("translator", "READY")}
+    # every version is listed: the served one READY, the older translator UNAVAILABLE
+    assert {(r["name"], r["version"], r["state"]) for r in index if r["name"] == "translator"} == {
+        ("translator", "2026.12.02-step12270", "READY"), ("translator", "2026.11.22-step4076", "UNAVAILABLE")}
+    assert {(r["name"], r["state"]) for r in index if r["state"] == "READY"} == {
+        ("nose_tracker", "READY"), ("translator", "READY")}
     assert {r["name"]: r["version"] for r in index}["nose_tracker"] == NOSE_VERSION
 
 
