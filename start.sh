@@ -98,11 +98,21 @@ prepare_dirs() {
     touch "$TOUCH_RELOAD" "$TOUCH_CHAIN_RELOAD"
 }
 
+migrate_db() {
+    # ACCOUNTS=1: bring the accounts database to this code's schema before any worker starts
+    # (a schema newer than the code stops the start here, with the reason)
+    [[ "${ACCOUNTS:-0}" == 1 ]] || return 0
+    local py="$ROOT/.venv/bin/python"
+    [[ -x "$py" ]] || py=python3
+    ( cd "$ROOT" && "$py" -m app db upgrade ) || die "database migration failed (ACCOUNTS=1, see above)"
+}
+
 # --- container command -------------------------------------------------------
 cmd_uwsgi() {
     load_env
     prepare_dirs
     reset_metrics_dir
+    migrate_db
     exec uwsgi --ini "$ROOT/app.ini"
 }
 
@@ -200,6 +210,7 @@ start_native() {
     write_stack_env
     echo native > "$RUN_DIR/mode"
 
+    migrate_db
     log "starting uWSGI ($WORKERS workers x $THREADS threads) on $APP_SOCKET"
     setsid "$ROOT/.venv/bin/uwsgi" --ini "$ROOT/app.ini" >> "$RUN_DIR/uwsgi.log" 2>&1 < /dev/null &
     for _ in $(seq 1 100); do pid_alive "$APP_PIDFILE" uwsgi && break; sleep 0.1; done

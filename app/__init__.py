@@ -25,7 +25,7 @@ def create_app(config=None, registry=None) -> Flask:
     """
     from .config import Config
     from .serving.registry import ModelRegistry
-    from .web import api, auth, docs, errors, libretranslate, observability, pages, security, v2
+    from .web import api, auth, docs, errors, inference_history, libretranslate, observability, pages, security, v2
 
     cfg = config or Config.from_env()
     observability.setup_logging(cfg.log_level)
@@ -57,7 +57,8 @@ def create_app(config=None, registry=None) -> Flask:
             app.register_blueprint(bp)
     pages.register_start_page(app)
     libretranslate.init_app(app, registry)  # LibreTranslate's API over the translation servables
-    auth.init_app(app, registry)  # ACCOUNTS=1: the accounts database, POST /auth/token, quotas
+    auth.init_app(app, registry)  # ACCOUNTS=1: the accounts database, POST /auth/token, quotas, /login
+    inference_history.init_app(app, registry)  # ACCOUNTS=1, HISTORY=meta|full: /history, /api/history
 
     if created:
         if cfg.model_loading == "background":

@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 
 USAGE = ("usage: python -m app {serve [--host H] [--port P] | translate [--beam N] | env | healthcheck | "
-         "nginx-allow | k8s-env | db | users | keys}")
+         "nginx-allow | k8s-env | db | users | keys | history}")
 
 
 def serve(argv: list[str]) -> int:
@@ -59,7 +59,7 @@ def main(argv: list[str]) -> int:
     if cmd == "nginx-allow":
         from .web.nginx_map import main as nginx_allow
         return nginx_allow(argv[2:])
-    if cmd in ("db", "users", "keys"):
+    if cmd in ("db", "users", "keys", "history"):
         from .accounts.cli import main as accounts
         return accounts(argv[1:])
     if cmd == "k8s-env":

@@ -56,8 +56,9 @@ SETTINGS: tuple[Setting, ...] = (
     _s("app", "MODEL_REPOSITORY", "models",
        "The model repository: <name>/model.json (which servable) and <name>/<version>/ (its files). "
        "Each model serves its highest version unless <NAME>_VERSION pins one (e.g. NOSE_TRACKER_VERSION=1.4.0)."),
-    _s("app", "ENABLED_MODELS", "nose_tracker,translator",
-       "Models of the repository this deployment serves (comma-separated); /readyz waits for these only."),
+    _s("app", "ENABLED_MODELS", "face_detector,nose_tracker,translator",
+       "Models of the repository this deployment serves (comma-separated, loaded in this order); /readyz "
+       "waits for these only. Without face_detector the nose tracker answers from the whole image only."),
     _s("app", "MODEL_LOADING", "sync",
        "When a worker loads its models: sync (before serving), background (serve at once, /readyz 503 "
        "until loaded) or off (no models; every model endpoint answers 503)."),
@@ -91,6 +92,24 @@ SETTINGS: tuple[Setting, ...] = (
        "1: users, database API keys and JWT access tokens (POST /auth/token): every non-public JSON "
        "endpoint then needs a key or token (API_KEYS keep working). Manage with python -m app users|keys.",
        "bool"),
+    _s("accounts", "ACCOUNTS_REGISTRATION", "0",
+       "1: anyone may create a user at /register (no admin rights, no API key); 0: only the CLI creates users.",
+       "bool"),
+    _s("accounts", "SESSION_HOURS", "12", "Lifetime of a signed-in browser session (/login), in hours.",
+       "int", minimum=1),
+    _s("accounts", "SESSION_COOKIE_SECURE", "auto",
+       "The session cookie's Secure flag: auto (set when the request came over TLS), 1 (always), 0 (never).",
+       choices=("auto", "1", "0")),
+    _s("accounts", "HISTORY", "meta",
+       "The inference history (ACCOUNTS=1): off; meta (who, when, endpoint, model, version, request id, latency, "
+       "status, input sizes and sha256, the JSON answer); full (also the text, and the uploaded image in HISTORY_DIR).",
+       choices=("off", "meta", "full")),
+    _s("accounts", "HISTORY_DIR", "", "Where HISTORY=full keeps uploaded images; empty: RUN_DIR/history."),
+    _s("accounts", "HISTORY_QUEUE", "10000",
+       "Records a worker holds while the database is slow or down; past that they are dropped and counted "
+       "(history_records_dropped_total).", "int", minimum=1),
+    _s("accounts", "HISTORY_DAYS", "30", "Retention: python -m app history purge deletes records older than this.",
+       "int", minimum=1),
     _s("accounts", "DATABASE_URL", "",
        "The accounts database (SQLAlchemy URL, e.g. postgresql+psycopg://user:pw@host/db); empty: "
        "a SQLite file RUN_DIR/modelserver.db. Migrated on first use."),

@@ -128,7 +128,7 @@ def wrk_cell(base: str, endpoint: str, inputs: dict, conc: int, duration: float,
     f = inputs["files"].get(src)
     if src == "none":
         env["BENCH_METHOD"] = "GET"
-    elif src in ("multipart", "image64", "v2image"):
+    elif src in ("multipart", "image64", "v2image", "scene"):
         env["BENCH_BODY_FILE"] = str(f)
     else:
         env["BENCH_BODIES_FILE"] = str(f)

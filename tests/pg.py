@@ -27,7 +27,8 @@ class Postgres:
         self.as_user = [] if os.geteuid() != 0 else ["runuser", "-u", "postgres", "--"]
 
     def _run(self, *cmd, **kw):
-        return subprocess.run([*self.as_user, *cmd], check=True, capture_output=True, text=True, timeout=120, **kw)
+        kw = {"capture_output": True, **kw} if "stdout" not in kw else kw
+        return subprocess.run([*self.as_user, *cmd], check=True, text=True, timeout=120, **kw)
 
     def start(self) -> "Postgres":
         initdb, pg_ctl = pg_bin("initdb"), pg_bin("pg_ctl")
@@ -38,12 +39,18 @@ class Postgres:
             os.chmod(self.root, 0o755)
             shutil.chown(self.dir, "postgres", "postgres")
         self._run(initdb, "-D", str(self.dir), "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8")
-        opts = f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.dir} -c fsync=off"
-        self._run(pg_ctl, "-D", str(self.dir), "-o", opts, "-l", str(self.dir / "server.log"), "-w", "start")
+        self._start()
         return self
 
+    def _start(self) -> None:
+        opts = f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.dir} -c fsync=off"
+        self._run(pg_bin("pg_ctl"), "-D", str(self.dir), "-o", opts, "-l", str(self.dir / "server.log"), "-w",
+                  "-t", "60", "start", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
     def restart(self) -> None:
-        self._run(pg_bin("pg_ctl"), "-D", str(self.dir), "-m", "fast", "-w", "restart")
+        """A fast shutdown (clients disconnected) and a start with the same options."""
+        self._run(pg_bin("pg_ctl"), "-D", str(self.dir), "-m", "fast", "-w", "-t", "60", "stop")
+        self._start()
 
     def stop(self) -> None:
         subprocess.run([*self.as_user, pg_bin("pg_ctl"), "-D", str(self.dir), "-m", "immediate", "-w", "stop"],

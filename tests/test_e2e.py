@@ -140,10 +140,16 @@ def _check_nose(body: dict, w: int, h: int):
 
 def test_image_64_real_faces(stack):
     """Real faces (../shared): the nose lands inside the annotated face box and the answer
-    equals the model run in-process on the same image."""
+    equals the pipeline (face detector + landmark net on the face crop) run in-process on the
+    same image; the whole-image net (max_faces=0, the answer before the detector) agrees
+    with the in-process model too."""
     from app.serving.imaging import REDUCED_MIN_SIDE, decode_image_scaled
+    from app.servables.nose_tracker.faces import prominent
     from app.servables.nose_tracker.model import NoseTracker
+    from training.face_detector.evaluate import Pipeline
     local = NoseTracker.load(str(version_dir("nose_tracker")))
+    pipe = Pipeline(version_dir("face_detector") / "face_detector.pb", version_dir("nose_tracker") / "nose_tracker.pb")
+    thr = stack.get("/v2/models/face_detector").json()["parameters"]["min_score"]
     for face in shared_faces(4):
         r = stack.post("/image-64", json={"image": b64(face["bytes"])})
         assert r.status_code == 200, r.text
@@ -151,12 +157,19 @@ def test_image_64_real_faces(stack):
         _check_nose(body, int(face["width"]), int(face["height"]))
         assert float(face["face_left"]) <= body["x_px"] <= float(face["face_right"]), (face["path"], body)
         assert float(face["face_top"]) <= body["y_px"] <= float(face["face_bottom"]), (face["path"], body)
-        # the server's own decoding (a 400x400 JPEG is decoded at 1/2 scale, IMAGE_REDUCED_DECODE)
-        img, w, h = decode_image_scaled(face["bytes"], 10 ** 8, REDUCED_MIN_SIDE)
-        p = local.predict(img, size=(w, h))
-        assert body["x"] == pytest.approx(p.x, abs=1e-5) and body["y"] == pytest.approx(p.y, abs=1e-5)
-        # and a full decode lands within a few thousandths of the image
-        full = local.predict(cv2.imdecode(np.frombuffer(face["bytes"], np.uint8), cv2.IMREAD_COLOR))
+        img = cv2.imdecode(np.frombuffer(face["bytes"], np.uint8), cv2.IMREAD_COLOR)  # 400x400: not reduced
+        boxes, scores = pipe.detect(img, thr)
+        assert body["face_found"] and len(boxes) == len(body["faces"]) >= 1
+        nose = pipe.landmarks(img, boxes[[prominent(boxes, scores)]])[0][0]
+        assert body["x_px"] == pytest.approx(nose[0], abs=0.02) and body["y_px"] == pytest.approx(nose[1], abs=0.02)
+        # without detection: the whole image as before (a 400x400 JPEG is decoded at 1/2 scale)
+        r = stack.post("/image-64", json={"image": b64(face["bytes"]), "max_faces": 0})
+        whole = r.json()
+        assert whole["faces"] == [] and whole["face_found"] is False
+        small, w, h = decode_image_scaled(face["bytes"], 10 ** 8, REDUCED_MIN_SIDE)
+        p = local.predict(small, size=(w, h))
+        assert whole["x"] == pytest.approx(p.x, abs=1e-5) and whole["y"] == pytest.approx(p.y, abs=1e-5)
+        full = local.predict(img)
         assert abs(full.x - p.x) < 0.01 and abs(full.y - p.y) < 0.01
 
 

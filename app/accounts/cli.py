@@ -1,4 +1,4 @@
-"""``python -m app db|users|keys ...``: the accounts database from the command line.
+"""``python -m app db|users|keys|history ...``: the accounts database from the command line.
 
     python -m app db upgrade                      # migrate DATABASE_URL to this code's schema
     python -m app db current
@@ -6,18 +6,18 @@
     python -m app users list | disable NAME | enable NAME | set-password NAME [--password-stdin]
     python -m app keys create NAME [--label L] [--rpm N] [--chars-per-day N]   # prints the key once
     python -m app keys list | revoke ID
+    python -m app history purge [--days N]        # the inference history's retention (HISTORY_DAYS)
 """
 from __future__ import annotations
 
 import argparse
 import getpass
 import json
-import re
 import sys
 
 from sqlalchemy import select
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+from .service import USER_NAME as _NAME
 
 
 def _password(args) -> str | None:
@@ -68,6 +68,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--chars-per-day", type=int, help="translated characters per day")
     keys.add_parser("list")
     keys.add_parser("revoke").add_argument("id", type=int)
+    hist = sub.add_parser("history").add_subparsers(dest="cmd", required=True)
+    p = hist.add_parser("purge", help="delete inference records older than --days (default HISTORY_DAYS)")
+    p.add_argument("--days", type=int)
     args = ap.parse_args(argv)
 
     from . import keys as keymod
@@ -84,10 +87,22 @@ def main(argv: list[str]) -> int:
     if args.group == "db":
         print(f"database at {head()}")
         return 0
+    if args.group == "history":
+        import os
+
+        from ..config import SETTINGS_BY_NAME, effective_env, parse_setting
+        from .history import purge
+        days = args.days if args.days is not None else parse_setting(SETTINGS_BY_NAME["HISTORY_DAYS"], os.environ)
+        if days < 1:
+            raise SystemExit("--days must be at least 1")
+        eff = effective_env(os.environ)
+        n = purge(url, days, eff.get("HISTORY_DIR") or f"{eff['RUN_DIR']}/history")
+        print(f"deleted {n} inference records older than {days} days")
+        return 0
     with session(url) as s:
         if args.group == "users":
             if args.cmd == "create":
-                if not _NAME.match(args.name):
+                if not _NAME.fullmatch(args.name):
                     raise SystemExit("a user name is 1-64 letters, digits, _ . @ - (starting with a letter or digit)")
                 if s.execute(select(User).where(User.name == args.name)).first():
                     raise SystemExit(f"user {args.name!r} exists")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Integer, String
+from sqlalchemy import BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -44,3 +44,23 @@ class UsageCounter(Base):
     subject: Mapped[str] = mapped_column(String(200), primary_key=True)
     window_start: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     count: Mapped[int] = mapped_column(BigInteger, default=0, nullable=False)
+
+
+class InferenceRecord(Base):
+    """One inference request: who, when, what, how it went (the history, app/accounts/history.py)."""
+    __tablename__ = "inference_records"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    user_name: Mapped[str | None] = mapped_column(String(64))
+    key_id: Mapped[int | None] = mapped_column(Integer)
+    credential: Mapped[str] = mapped_column(String(16), nullable=False)
+    endpoint: Mapped[str] = mapped_column(String(64), nullable=False)
+    model: Mapped[str | None] = mapped_column(String(64))
+    model_version: Mapped[str | None] = mapped_column(String(128))
+    request_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    latency_ms: Mapped[float] = mapped_column(Float, nullable=False)
+    status: Mapped[int] = mapped_column(Integer, nullable=False)
+    input_summary: Mapped[str] = mapped_column(Text, nullable=False)
+    output: Mapped[str | None] = mapped_column(Text)
+    input_text: Mapped[str | None] = mapped_column(Text)
+    image_path: Mapped[str | None] = mapped_column(String(255))

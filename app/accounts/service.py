@@ -7,6 +7,8 @@ that time. Unknown credentials are not cached (the cache cannot be filled by gue
 """
 from __future__ import annotations
 
+import hashlib
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -23,6 +25,8 @@ CACHE_SECONDS = 5.0
 CACHE_MAX = 10_000
 #: sign-in attempts (POST /auth/token) allowed per user name and per client address per window
 LOGIN_PER_USER, LOGIN_PER_ADDRESS, LOGIN_WINDOW = 10, 30, 300
+#: user names: 1-64 letters, digits, _ . @ - (the CLI's rule too)
+USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")  # use fullmatch
 
 
 @dataclass(frozen=True)
@@ -106,18 +110,43 @@ class Accounts:
     def charge_login(self, name: str, address: str) -> None:
         """Password attempts: LOGIN_PER_USER per user name and LOGIN_PER_ADDRESS per client
         address within LOGIN_WINDOW seconds, whatever their outcome; then 429."""
-        for subject, limit in ((f"login-addr:{address}", LOGIN_PER_ADDRESS), (f"login-user:{name}", LOGIN_PER_USER)):
+        # the name hashed: any string a client sends (NUL bytes included) is a valid key
+        user = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        for subject, limit in ((f"login-addr:{address}", LOGIN_PER_ADDRESS), (f"login-user:{user}", LOGIN_PER_USER)):
             retry = quotas.take(self.url, subject, 1, limit, LOGIN_WINDOW)
             if retry is not None:
                 raise QuotaExceeded("too many sign-in attempts; try again later", retry)
 
-    # --- the OAuth2 password flow -------------------------------------------------------
-    def password_token(self, name: str, password: str) -> tuple[str, int] | None:
-        """(access token, seconds) for a right name and password of an enabled user, else None.
+    # --- passwords: the OAuth2 password flow, the sign-in page ----------------------------
+    def check_password(self, name: str, password: str) -> str | None:
+        """The user's name for a right name and password of an enabled user, else None.
         Unknown users and wrong passwords take the same time (argon2 against a dummy hash)."""
+        if not USER_NAME.fullmatch(name):  # never a user's name: the same cost as a wrong password
+            passwords.verify(None, password)
+            return None
         with session(self.url) as s:
-            u = s.execute(select(User).where(User.name == name[:64])).scalar_one_or_none()
+            u = s.execute(select(User).where(User.name == name)).scalar_one_or_none()
             ok = passwords.verify(u.password_hash if u is not None else None, password)
             if not ok or u is None or u.disabled:
                 return None
-            return tokens.issue(self.secret, u.name, self.minutes)
+            return u.name
+
+    def password_token(self, name: str, password: str) -> tuple[str, int] | None:
+        """(access token, seconds) for a right name and password of an enabled user, else None."""
+        user = self.check_password(name, password)
+        return None if user is None else tokens.issue(self.secret, user, self.minutes)
+
+    def session_principal(self, name: str) -> Principal | None:
+        """The principal of a signed-in browser session (None: the user is gone or disabled)."""
+        p = self._cached("user:" + name, lambda: self._user_principal(name))
+        return None if p is None else Principal("session", p.user, None, p.is_admin)
+
+    def register(self, name: str, password: str) -> None:
+        """A new user (not an admin) with a password; ValueError with the reason when refused."""
+        if not USER_NAME.fullmatch(name):
+            raise ValueError("a user name is 1-64 letters, digits, _ . @ - (starting with a letter or digit)")
+        digest = passwords.hash_password(password)  # ValueError: too short or too long
+        with session(self.url) as s:
+            if s.execute(select(User).where(User.name == name)).first():
+                raise ValueError("that user name is taken")
+            s.add(User(name=name, is_admin=False, password_hash=digest))

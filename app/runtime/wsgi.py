@@ -53,9 +53,13 @@ _PID = os.getpid()
 
 
 def _on_exit() -> None:
-    # Remove this worker's live-gauge files (counters and histograms stay, so
-    # totals remain exact after a worker is recycled or reloaded).
+    # Write what the inference history still holds (a graceful reload or shutdown loses none),
+    # then remove this worker's live-gauge files (counters and histograms stay, so totals remain
+    # exact after a worker is recycled or reloaded).
     if os.getpid() == _PID:
+        writer = flask_app.extensions.get("history")
+        if writer is not None:
+            writer.close()
         metrics.mark_process_dead(_PID)
 
 

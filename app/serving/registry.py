@@ -105,6 +105,8 @@ class ModelRegistry:
         self.root = Path(cfg.model_repository)
         #: called as hook(model name, servable.usage(items)) before each inference (quotas)
         self.usage_hook = None
+        #: called as observer(model name) at each run (the inference history notes the models)
+        self.run_observers: list = []
         self.handles: dict[str, ModelHandle] = {}
         self.threads: dict = {}
         self._load_lock = threading.Lock()
@@ -130,7 +132,7 @@ class ModelRegistry:
             h.cls = servable_class(h.entry)
             h.settings = h.cls.read_settings(env)
             ctx = ServableContext(name=name, version=h.version, model_dir=h.entry.version_dir(h.version),
-                                  settings=h.settings, manifest=h.entry.manifest, core=self.cfg)
+                                  settings=h.settings, manifest=h.entry.manifest, core=self.cfg, registry=self)
             h.servable = h.cls(ctx)
         except (RepositoryError, ValueError) as exc:
             h.fail(str(exc))
@@ -243,6 +245,8 @@ class ModelRegistry:
             items = self.servable(name).preprocess(inputs or {}, parameters)
         h = self.ready_handle(name, version)
         s = h.servable
+        for observe in self.run_observers:
+            observe(name)
         if self.usage_hook is not None:
             self.usage_hook(name, s.usage(items))  # quotas: may refuse the request (an ApiError)
         hit = s.cached(items) if items else None

@@ -67,6 +67,10 @@ class ServableContext:
     settings: dict = field(default_factory=dict)
     manifest: dict = field(default_factory=dict)
     core: Any = None  # the core Config (MAX_IMAGE_PIXELS, thread counts...)
+    #: the worker's ModelRegistry, for a pipeline servable that runs other models (each under
+    #: its own lock or batcher, with its own metrics): ``registry.run(name, items=...)``.
+    #: None outside a server (the harness).
+    registry: Any = None
 
     @property
     def log(self) -> logging.Logger:

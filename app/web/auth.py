@@ -50,6 +50,25 @@ def token():
     return resp
 
 
+def openapi_paths() -> dict:
+    """The OpenAPI path item of ``POST /auth/token`` (in the document when ACCOUNTS=1)."""
+    from .docs import operation
+    token_schema = {"type": "object", "required": ["access_token", "token_type", "expires_in"],
+                    "properties": {"access_token": {"type": "string"},
+                                   "token_type": {"type": "string", "enum": ["bearer"]},
+                                   "expires_in": {"type": "integer", "minimum": 1}}}
+    oauth_error = {"type": "object", "required": ["error", "error_description"],
+                   "properties": {"error": {"type": "string"}, "error_description": {"type": "string"}}}
+    body = {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
+        "type": "object", "required": ["username", "password"],
+        "properties": {"grant_type": {"type": "string", "enum": ["password"]},
+                       "username": {"type": "string", "maxLength": 64},
+                       "password": {"type": "string", "format": "password", "maxLength": 1024}}}}}}
+    op = operation("A bearer token (JWT) for a user name and password (OAuth2 password flow)", "authToken",
+                   token_schema, (400,), body, secured=False, tags=("accounts",), error_schema=oauth_error)
+    return {"/auth/token": {"post": op}}
+
+
 def init_app(app, registry) -> None:
     cfg = app.extensions["config"]
     if not cfg.accounts:
@@ -68,3 +87,5 @@ def init_app(app, registry) -> None:
     registry.usage_hook = charge
     register_error_shape("/auth/token", _oauth_error)
     app.register_blueprint(bp)
+    from .sessions import init_app as init_sessions
+    init_sessions(app)

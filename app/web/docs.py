@@ -165,6 +165,9 @@ def build_spec() -> dict:
         paths.update(own)
     paths.update(_v2_paths(sorted(reg.handles), sorted({h.version for h in reg.handles.values() if h.version})))
     paths.update(libretranslate_paths())
+    if "accounts" in current_app.extensions:
+        from .auth import openapi_paths as auth_paths
+        paths.update(auth_paths())
     models = ", ".join(sorted(reg.handles)) or "none"
     spec = {
         "openapi": "3.0.3",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hmac
 
-from flask import Flask, current_app, g, render_template, request
+from flask import Flask, current_app, g, redirect, render_template, request, url_for
 
 from .errors import json_error, wants_json
 
@@ -104,6 +104,15 @@ def init_app(app: Flask) -> None:
         if not credentials_required() or not needs_key(request.endpoint, view, cfg.protect_pages):
             return None
         given = presented_key()
+        if given is None and getattr(view, "html_page", False) and "accounts" in current_app.extensions:
+            from .sessions import signed_in_principal
+            g.principal = signed_in_principal()  # a signed-in browser (pages only, never the JSON APIs)
+            if g.principal is not None:
+                if request.method not in ("GET", "HEAD", "OPTIONS"):
+                    from .sessions import check_csrf
+                    check_csrf()  # a form a signed-in browser sends must carry the session's token
+                return None
+            return redirect(url_for("sessions.login", next=request.full_path.rstrip("?")), 303)
         if given is not None:
             failure = check_credential(given)
             if failure is None:

@@ -19,14 +19,15 @@ import numpy as np
 SIZE = 112
 
 
-def freeze_keras(model, path: str | Path) -> Path:
-    """Freeze `model` (NHWC float32 input) to `path` as a binary GraphDef. Returns path."""
+def freeze_keras(model, path: str | Path, input_shape=(SIZE, SIZE, 3)) -> Path:
+    """Freeze `model` (NHWC float32 input of `input_shape`, None for a free dimension) to
+    `path` as a binary GraphDef. Returns path."""
     import tensorflow as tf
     from tensorflow.core.protobuf import config_pb2, meta_graph_pb2, rewriter_config_pb2
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
     from tensorflow.python.grappler import tf_optimizer
 
-    spec = tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32, name="input")
+    spec = tf.TensorSpec([None, *input_shape], tf.float32, name="input")
     fn = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
     frozen = convert_variables_to_constants_v2(fn)
     graph_def = frozen.graph.as_graph_def()
@@ -43,6 +44,7 @@ def freeze_keras(model, path: str | Path) -> Path:
     rw.meta_optimizer_iterations = rewriter_config_pb2.RewriterConfig.ONE
     optimized = tf_optimizer.OptimizeGraph(cfg, meta)
     _adds_to_biasadd(optimized)
+    _expand_splat_consts(optimized)
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -80,6 +82,24 @@ def _adds_to_biasadd(graph_def) -> int:
         n.attr["data_format"].CopyFrom(attr_value_pb2.AttrValue(s=b"NHWC"))
         n.attr["T"].CopyFrom(attr_value_pb2.AttrValue(type=types_pb2.DT_FLOAT))
         changed += 1
+    return changed
+
+
+def _expand_splat_consts(graph_def) -> int:
+    """Store small int32 constants element by element.  TF keeps a constant whose elements
+    are all equal as one value plus a shape (e.g. the [2, 2] zoom of an upsampling);
+    OpenCV's importer reads the stored values only and sees one."""
+    from tensorflow.python.framework import tensor_util
+
+    changed = 0
+    for n in graph_def.node:
+        if n.op != "Const":
+            continue
+        t = n.attr["value"].tensor
+        arr = tensor_util.MakeNdarray(t)
+        if arr.dtype == np.int32 and 1 < arr.size <= 16 and not t.tensor_content:
+            n.attr["value"].tensor.CopyFrom(tensor_util.make_tensor_proto(arr))
+            changed += 1
     return changed
 
 

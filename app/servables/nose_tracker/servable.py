@@ -1,15 +1,21 @@
-"""The nose tracker as a servable: an OpenCV DNN net (frozen TensorFlow graph).
+"""The nose tracker as a servable: a two-model pipeline.  Our face detector (the
+``face_detector`` model, run through the registry: its own lock, version and metrics) finds
+every face; our landmark net (a frozen TensorFlow graph run by OpenCV DNN) then runs on a
+crop of each face (``faces.py``), all crops of a request in one forward pass.  An image with
+no face found (or a server without the ``face_detector`` model) gets the legacy answer: the
+landmark net on the whole image squashed to 112x112.
 
 Inputs (one kind per request):
 
 * ``image`` BYTES [N]: encoded image files (JPEG, PNG, BMP, WebP, TIFF, GIF); outputs ``nose``
-  FP32 [N, 2] (normalised x, y of the image as displayed), ``points`` FP32 [N, 5, 2] (nose,
-  left eye, right eye, left and right mouth corner) and ``image_size`` INT32 [N, 2] (width,
-  height in pixels, to map the points back);
-* ``input`` FP32 [N, 3, 112, 112]: the raw model contract (``contract.preprocess``); output
-  ``output`` FP32 [N, 10].
-
-All items of a request run in one forward pass under the model's lock.
+  FP32 [N, 2] and ``points`` FP32 [N, 5, 2] (nose, left eye, right eye, left and right mouth
+  corner; of the most prominent face (``faces.prominent``), else of the whole image; normalised x, y of the image
+  as displayed), ``image_size`` INT32 [N, 2] (width, height in pixels), and every face:
+  ``face_count`` INT32 [N], ``face_boxes`` FP32 [N, K, 4] (x, y, width, height in pixels),
+  ``face_scores`` FP32 [N, K], ``face_points`` FP32 [N, K, 5, 2] (pixels), padded with zeros
+  to the most faces K of any image; parameters ``min_score``, ``max_faces``;
+* ``input`` FP32 [N, 3, 112, 112]: the raw landmark-net contract (``contract.preprocess``);
+  output ``output`` FP32 [N, 10].
 """
 from __future__ import annotations
 
@@ -19,7 +25,9 @@ from ...config import Setting
 from ...serving.errors import InvalidInput
 from ...serving.imaging import REDUCED_MIN_SIDE, decode_base64_image, decode_image_scaled
 from ...serving.servable import Servable, TensorSpec, group_of
+from ..face_detector.servable import MAX_FACES_LIMIT, parse_detection_parameters
 from .contract import INPUT_SIZE, POINTS, preprocess
+from .faces import CROP_MARGIN, FaceCrop, WholeImage, crop_blob, crop_points, prominent
 
 S = INPUT_SIZE
 
@@ -31,7 +39,8 @@ class NoseTrackerServable(Servable):
     settings = (
         Setting("IMAGE_REDUCED_DECODE", "1",
                 "1: decode large JPEGs at 1/2, 1/4 or 1/8 scale (chosen from the header so both sides stay "
-                ">= the model's 112 px input), which is faster; 0: always decode at full size.",
+                ">= 480 px when faces are detected, >= the landmark net's 112 px when not), which is faster; "
+                "0: always decode at full size.",
                 group="nose_tracker", kind="bool"),
     )
     inputs = (
@@ -40,15 +49,27 @@ class NoseTrackerServable(Servable):
         TensorSpec("input", "FP32", (-1, 3, S, S), "The raw model input: BGR, pixel/255, NCHW.", group="tensor"),
     )
     outputs = (
-        TensorSpec("nose", "FP32", (-1, 2), "Nose tip x, y normalised to the image width, height.", group="image"),
+        TensorSpec("nose", "FP32", (-1, 2), "Nose tip x, y normalised to the image width, height (the most "
+                   "prominent face's; without a face, the whole-image net's).", group="image"),
         TensorSpec("points", "FP32", (-1, len(POINTS), 2), "Nose, left eye, right eye, mouth left, mouth right.",
                    group="image"),
         TensorSpec("image_size", "INT32", (-1, 2), "Width, height of the image in pixels (EXIF applied).",
+                   group="image"),
+        TensorSpec("face_count", "INT32", (-1,), "Faces found in each image.", group="image"),
+        TensorSpec("face_boxes", "FP32", (-1, -1, 4), "Each face's box x, y, width, height in pixels, largest "
+                   "first (zeros pad to the most faces of any image).", group="image"),
+        TensorSpec("face_scores", "FP32", (-1, -1), "Each face's detector score.", group="image"),
+        TensorSpec("face_points", "FP32", (-1, -1, len(POINTS), 2), "Each face's five points in pixels.",
                    group="image"),
         TensorSpec("output", "FP32", (-1, 10), "The raw model output rows.", group="tensor"),
     )
     primary_artifact = "nose_tracker.pb"
     max_images = 64  # per request
+    #: the model that finds the faces (optional: without it, the whole-image answer)
+    detector_model = "face_detector"
+    #: a large JPEG is decoded at reduced scale down to this shorter side (not 112: the face
+    #: crops need the pixels; the detector itself sees 320 px)
+    reduced_min_side = 480
 
     def load(self) -> None:
         from .model import NoseTracker
@@ -57,18 +78,70 @@ class NoseTrackerServable(Servable):
     def warmup(self) -> None:
         rng = np.random.default_rng(0)
         img = rng.integers(0, 256, size=(S * 2, S * 2, 3), dtype=np.uint8)
+        blob, inv = crop_blob(img, (40, 40, 100, 120), 1.0)
         for _ in range(2):
-            self.infer([("image", preprocess(img), (S * 2, S * 2))])
+            self.infer([("image", preprocess(img), WholeImage(0, (S * 2, S * 2))),
+                        ("face", blob, FaceCrop(0, (S * 2, S * 2), (40, 40, 100, 120), 1.0, inv))])
 
     def extra_metadata(self) -> dict:
-        return {k: v for k, v in self.model.metadata.items() if k in ("input", "output", "framework", "size_bytes")}
+        out = {k: v for k, v in self.model.metadata.items() if k in ("input", "output", "framework", "size_bytes")}
+        out["pipeline"] = [self.detector_model, self.name]
+        out["crop_margin"] = CROP_MARGIN
+        return out
+
+    # --- the face detector ---------------------------------------------------------------
+    def detector(self):
+        """The face detector servable when this server has it enabled (ModelNotReady while it
+        loads), else None."""
+        reg = self.context.registry
+        if reg is None:
+            return None
+        h = reg.handles.get(self.detector_model)
+        if h is None or h.status == "disabled" or self.detector_model not in reg.cfg.enabled_models:
+            return None
+        return reg.ready_handle(self.detector_model).servable
+
+    def detection_parameters(self, parameters) -> tuple[float, int]:
+        det = self.detector()
+        return parse_detection_parameters(parameters, det.min_score if det is not None else 0.5)
 
     # --- request path ----------------------------------------------------------------
-    def decode(self, data: bytes) -> tuple:
-        """One encoded image -> its item ("image", blob, (width, height)); ApiError if bad."""
-        min_side = REDUCED_MIN_SIDE if self.config["IMAGE_REDUCED_DECODE"] else None
-        img, width, height = decode_image_scaled(data, self.context.core.max_image_pixels, min_side)
-        return ("image", preprocess(img), (width, height))
+    def decode_upload(self, data: bytes, parameters=None, full_size: bool = False):
+        """One encoded image -> (decoded BGR image, width, height as displayed); ApiError if bad.
+        Without face detection (max_faces=0, or no detector) the whole-image net needs 112 px only."""
+        min_side = None
+        if self.config["IMAGE_REDUCED_DECODE"] and not full_size:
+            detecting = self.detection_parameters(parameters or {})[1] > 0 and self.detector() is not None
+            min_side = self.reduced_min_side if detecting else REDUCED_MIN_SIDE
+        return decode_image_scaled(data, self.context.core.max_image_pixels, min_side)
+
+    def image_items(self, index: int, img: np.ndarray, width: int, height: int, parameters) -> list:
+        """The landmark-net items of one decoded image: one per face found (largest first), or
+        the whole image when none is."""
+        min_score, max_faces = self.detection_parameters(parameters)
+        det = self.detector()
+        boxes, scores = np.zeros((0, 4)), np.zeros(0)
+        if det is not None and max_faces > 0:
+            pred = self.context.registry.run(self.detector_model, items=[det.item(img, width, height)],
+                                             outputs=False)
+            boxes, scores = det.faces(pred.results[0], pred.items[0], min_score, MAX_FACES_LIMIT)
+        if not len(boxes):
+            return [("image", preprocess(img), WholeImage(index, (width, height)))]
+        # the largest max_faces faces, largest first
+        order = sorted(range(len(boxes)), key=lambda k: (-float(boxes[k][2] * boxes[k][3]), -float(scores[k])))
+        order = order[:max_faces]
+        scale = img.shape[1] / width
+        items = []
+        for k in order:
+            box = tuple(float(v) for v in boxes[k])
+            blob, inv = crop_blob(img, box, scale)
+            items.append(("face", blob, FaceCrop(index, (width, height), box, round(float(scores[k]), 4), inv)))
+        return items
+
+    def decode(self, data: bytes, parameters=None) -> list:
+        """One encoded image -> its items (see image_items)."""
+        img, width, height = self.decode_upload(data, parameters)
+        return self.image_items(0, img, width, height, parameters or {})
 
     def preprocess(self, inputs, parameters) -> list:
         kind = group_of(self.inputs, list(inputs))
@@ -76,7 +149,12 @@ class NoseTrackerServable(Servable):
             images = inputs["image"]
             if len(images) > self.max_images:
                 raise InvalidInput(f"{len(images)} images in one request; the limit is {self.max_images}")
-            return [self.decode(decode_base64_image(b)) for b in images]
+            self.detection_parameters(parameters)  # bad parameters: 400 before any decoding
+            items = []
+            for i, b in enumerate(images):
+                img, width, height = self.decode_upload(decode_base64_image(b), parameters)
+                items.extend(self.image_items(i, img, width, height, parameters))
+            return items
         x = inputs["input"]
         return [("tensor", np.ascontiguousarray(x[i:i + 1], dtype=np.float32), None) for i in range(x.shape[0])]
 
@@ -84,12 +162,42 @@ class NoseTrackerServable(Servable):
         rows = self.model.rows(np.concatenate([blob for _, blob, _ in items]))
         return list(rows)
 
+    def images(self, results, request_items) -> list[dict]:
+        """Per image of the request: {"size", "faces": [{"box", "score", "points"}], "points"
+        (the legacy answer, normalised: the most prominent face's, else the whole image's)}."""
+        out: dict[int, dict] = {}
+        for row, (kind, _, info) in zip(results, request_items):
+            if kind == "image":
+                out[info.image] = {"size": info.size, "faces": [],
+                                   "points": np.clip(np.asarray(row[:10], np.float64).reshape(5, 2), 0, 1)}
+            else:
+                d = out.setdefault(info.image, {"size": info.size, "faces": []})
+                d["faces"].append({"box": info.box, "score": info.score, "points": crop_points(row, info.inverse)})
+        for d in out.values():
+            if d["faces"]:
+                w, h = d["size"]
+                best = d["faces"][prominent([f["box"] for f in d["faces"]], [f["score"] for f in d["faces"]])]
+                d["points"] = np.clip(best["points"] / [w, h], 0, 1)
+        return [out[k] for k in sorted(out)]
+
     def postprocess(self, results, parameters, request_items) -> dict:
         if request_items and request_items[0][0] == "tensor":
             return {"output": np.stack(results).astype(np.float32)}
-        rows = np.clip(np.stack(results)[:, :2 * len(POINTS)].astype(np.float32), 0.0, 1.0)
-        return {"nose": rows[:, :2], "points": rows.reshape(-1, len(POINTS), 2),
-                "image_size": np.array([size for _, _, size in request_items], dtype=np.int32)}
+        imgs = self.images(results, request_items)
+        n = len(imgs)
+        k = max(len(d["faces"]) for d in imgs) if imgs else 0
+        boxes = np.zeros((n, k, 4), np.float32)
+        scores = np.zeros((n, k), np.float32)
+        fpts = np.zeros((n, k, len(POINTS), 2), np.float32)
+        legacy = np.zeros((n, len(POINTS), 2), np.float32)
+        for i, d in enumerate(imgs):
+            for j, f in enumerate(d["faces"]):
+                boxes[i, j], scores[i, j], fpts[i, j] = f["box"], f["score"], f["points"]
+            legacy[i] = d["points"]
+        return {"nose": legacy[:, 0].copy(), "points": legacy,
+                "image_size": np.array([d["size"] for d in imgs], dtype=np.int32).reshape(n, 2),
+                "face_count": np.array([len(d["faces"]) for d in imgs], np.int32),
+                "face_boxes": boxes, "face_scores": scores, "face_points": fpts}
 
     @classmethod
     def blueprint(cls):

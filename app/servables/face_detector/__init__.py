@@ -1,0 +1,2 @@
+"""The face detector servable (our CNN, OpenCV DNN)."""
+from .servable import FaceDetectorServable  # noqa: F401
