@@ -15,7 +15,7 @@ from app.servables import BUILTIN, TranslatorServable
 def test_defaults():
     cfg = Config.from_env({})
     assert cfg.model_loading == "sync"
-    assert cfg.enabled_models == ("nose_tracker", "translator")
+    assert cfg.enabled_models == ("face_detector", "nose_tracker", "translator")
     assert (cfg.tf_intra_op_threads, cfg.tf_inter_op_threads, cfg.cv2_threads) == (1, 1, 1)
     assert cfg.max_body_bytes == 10 * 1024 * 1024
     assert cfg.model_repository == str(ROOT / "models")

@@ -182,7 +182,7 @@ def test_history_endpoint_counts_every_request_and_splits_errors(client):
     assert h["store"]["kind"] == "memory" and not h["store"]["multiprocess"]
     assert h["error_totals"] == {"api": {"400": 1}, "other": {"404": 5}}
     assert h["requests"] == 1 + 8  # /api/stats, the 8 above; not the history request itself
-    assert set(h["models"]) == {"nose_tracker", "translator"} and h["non_api_labels"] == ["static", "unmatched"]
+    assert set(h["models"]) == {"face_detector", "nose_tracker", "translator"} and h["non_api_labels"] == ["static", "unmatched"]
     after = client.get("/api/stats").json["metrics"]
     assert after["errors_total"] - before["errors_total"] == 1  # the 400 only
     assert after["errors_other_total"] - before["errors_other_total"] == 5

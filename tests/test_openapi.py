@@ -40,7 +40,7 @@ def test_openapi_document(stack):
     assert spec["openapi"].startswith("3.")
     assert set(spec["paths"]) == set(PATHS)
     model = spec["paths"]["/v2/models/{model}/infer"]["post"]["parameters"][0]
-    assert model["schema"]["enum"] == ["nose_tracker", "translator"]
+    assert model["schema"]["enum"] == ["face_detector", "nose_tracker", "translator"]
     # the document states the limits this deployment enforces
     tr = spec["paths"]["/api/translate"]["post"]["requestBody"]["content"]["application/json"]["schema"]["oneOf"]
     beam = tr[0]["properties"]["beam"]

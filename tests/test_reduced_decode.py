@@ -46,13 +46,14 @@ def test_reduced_decode_reports_full_size_and_orientation():
 
 def test_image_bin_large_jpeg_same_answer_as_full_decode(stack):
     data = _jpeg(1280, 960, seed=11)
-    r = stack.post("/image-bin", files={"image": ("big.jpg", data, "image/jpeg")})
+    # max_faces=0: the whole-image path, where reduced decoding goes down to 112 px
+    r = stack.post("/image-bin?max_faces=0", files={"image": ("big.jpg", data, "image/jpeg")})
     assert r.status_code == 200, r.text
     body = r.json()
     assert (body["width"], body["height"]) == (1280, 960)
     assert abs(body["x_px"] - body["x"] * 1280) < 0.01 and abs(body["y_px"] - body["y"] * 960) < 0.01
     # the same picture already at 160x120 (what a 1/8 decode sees) gives nearly the same point
     small = cv2.imencode(".png", cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_COLOR_8))[1]
-    r2 = stack.post("/image-bin", files={"image": ("small.png", small.tobytes(), "image/png")})
+    r2 = stack.post("/image-bin?max_faces=0", files={"image": ("small.png", small.tobytes(), "image/png")})
     assert r2.status_code == 200, r2.text
     assert abs(r2.json()["x"] - body["x"]) < 1e-4 and abs(r2.json()["y"] - body["y"]) < 1e-4

@@ -52,7 +52,8 @@ def test_model_metadata(client):
     assert m["platform"] == "opencv_dnn_tensorflow_graphdef"
     assert m["inputs"] == [{"name": "image", "datatype": "BYTES", "shape": [-1]},
                            {"name": "input", "datatype": "FP32", "shape": [-1, 3, 112, 112]}]
-    assert [o["name"] for o in m["outputs"]] == ["nose", "points", "image_size", "output"]
+    assert [o["name"] for o in m["outputs"]] == ["nose", "points", "image_size", "face_count", "face_boxes",
+                                               "face_scores", "face_points", "output"]
     assert m == client.get_model_metadata("nose_tracker", NOSE_VERSION)
     t = client.get_model_metadata("translator")
     assert t["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
@@ -67,7 +68,7 @@ def test_repository_index(client):
     assert {(r["name"], r["version"], r["state"]) for r in index if r["name"] == "translator"} == {
         ("translator", "2026.12.02-step12270", "READY"), ("translator", "2026.11.22-step4076", "UNAVAILABLE")}
     assert {(r["name"], r["state"]) for r in index if r["state"] == "READY"} == {
-        ("nose_tracker", "READY"), ("translator", "READY")}
+        ("face_detector", "READY"), ("nose_tracker", "READY"), ("translator", "READY")}
     assert {r["name"]: r["version"] for r in index}["nose_tracker"] == NOSE_VERSION
 
 

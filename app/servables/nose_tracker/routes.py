@@ -17,8 +17,15 @@ MODEL = "nose_tracker"
 OPTIONS = ("max_faces", "min_score", "annotate")
 
 
-def _options(fields) -> dict:
-    """The options of a request: its own fields first, then the query string."""
+def _options(fields, json_body: bool = False) -> dict:
+    """The options of a request: its own fields first, then the query string. JSON fields must
+    be JSON numbers (as the OpenAPI document says), form fields and the query string are text."""
+    if json_body:
+        for k in OPTIONS:
+            v = fields.get(k)
+            if k in fields and (v is None or isinstance(v, bool) or not isinstance(v, (int, float))
+                                  or (k != "min_score" and not float(v).is_integer())):
+                raise ApiError(400, "invalid_parameter", f"'{k}' must be a JSON number")
     out = {}
     for k in OPTIONS:
         v = fields.get(k) if k in fields else request.args.get(k)
@@ -27,12 +34,12 @@ def _options(fields) -> dict:
     unknown = sorted(set(request.args) - set(OPTIONS))
     if unknown:
         raise ApiError(400, "invalid_parameter", f"unknown query parameter(s) {unknown}; known: {list(OPTIONS)}")
-    a = out.pop("annotate", False)
-    if not isinstance(a, bool):
-        if str(a).strip().lower() not in ("0", "1", "false", "true"):
-            raise ApiError(400, "invalid_parameter", "'annotate' must be 0 or 1")
-        a = str(a).strip().lower() in ("1", "true")
-    out["annotate"] = a
+    a = out.pop("annotate", 0)
+    if isinstance(a, float) and a.is_integer():
+        a = int(a)
+    if isinstance(a, bool) or str(a).strip() not in ("0", "1"):
+        raise ApiError(400, "invalid_parameter", "'annotate' must be 0 or 1")
+    out["annotate"] = str(a).strip() == "1"
     return out
 
 
@@ -80,7 +87,7 @@ def image_64():
         raise ApiError(400, "invalid_json", "expected a JSON object {\"image\": \"<base64>\"}")
     if "image" not in payload:
         raise ApiError(400, "missing_field", "missing field 'image'")
-    options = _options(payload)
+    options = _options(payload, json_body=True)
     data = decode_base64_image(payload["image"])
     return _nose_response(data, options)
 
