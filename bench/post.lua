@@ -2,7 +2,7 @@
 -- BENCH_BODY_FILE: one body (binary, e.g. multipart) sent every time, or
 -- BENCH_BODIES_FILE: one body per line, sent in turn (distinct sentences);
 -- BENCH_CTYPE: Content-Type; BENCH_MAX: stop after this many responses (0: no limit);
--- BENCH_METHOD=GET: plain GETs without a body instead.
+-- BENCH_METHOD=GET: plain GETs without a body instead; BENCH_API_KEY: sent as X-API-Key.
 local single, bodies = nil, {}
 local bf = os.getenv("BENCH_BODY_FILE")
 local get = os.getenv("BENCH_METHOD") == "GET"
@@ -17,6 +17,8 @@ local ctype = os.getenv("BENCH_CTYPE")
 local maxreq = tonumber(os.getenv("BENCH_MAX") or "0")
 local i, n = tonumber(os.getenv("BENCH_OFFSET") or "0"), 0
 local headers = {["Content-Type"] = ctype}
+local key = os.getenv("BENCH_API_KEY")
+if key and key ~= "" then headers["X-API-Key"] = key end
 local static = nil  -- built on first use: wrk.path is not set yet while the script loads
 
 request = function()

@@ -121,10 +121,10 @@ def build_inputs(tmp: Path, seed: int = 0) -> dict:
 
 # --- load generation --------------------------------------------------------------------------
 def wrk_cell(base: str, endpoint: str, inputs: dict, conc: int, duration: float, max_requests: int,
-             source: str | None = None, offset: int = 0) -> dict:
+             source: str | None = None, offset: int = 0, api_key: str = "") -> dict:
     path, ctype, src, _ = ENDPOINTS[endpoint]
     src = source or src
-    env = dict(os.environ, BENCH_MAX=str(max_requests), BENCH_OFFSET=str(offset))
+    env = dict(os.environ, BENCH_MAX=str(max_requests), BENCH_OFFSET=str(offset), BENCH_API_KEY=api_key)
     f = inputs["files"].get(src)
     if src == "none":
         env["BENCH_METHOD"] = "GET"

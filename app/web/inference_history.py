@@ -209,7 +209,7 @@ def init_app(app, registry) -> None:
     from ..accounts.history import HistoryWriter
     eff = effective_env(cfg.environ)
     directory = eff.get("HISTORY_DIR") or f"{eff['RUN_DIR']}/history"
-    writer = app.extensions["history"] = HistoryWriter(
+    app.extensions["history"] = HistoryWriter(
         app.extensions["accounts"].url, mode, directory,
         maxsize=parse_setting(SETTINGS_BY_NAME["HISTORY_QUEUE"], cfg.environ))
     app.after_request(_record_response)

@@ -347,7 +347,6 @@ class Segment:
     def word_spans(self) -> list[tuple[float, float]]:
         """Per element of a flat segment: where its words are among the segment's (0..1)."""
         total = len(self.full.split()) or 1
-        inner = {id(run): (pre, run) for pre, run, _ in self.flat_elements() or [] if run is not None}
         starts = {id(pre[0]): run for pre, run, _ in self.flat_elements() or []}
         out, count = [], 0
         for n in self.nodes:

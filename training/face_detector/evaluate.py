@@ -164,9 +164,9 @@ def nme_summary(nmes, missed=0):
 
 
 def scene_landmark_nme(pipe, scenes, min_score, min_w=40.0):
-    """Nose NME of every true face >= min_w px matched by a detection (IoU >= 0.5), and the
-    legacy answer's (the whole-image net) on the same faces for comparison."""
-    nm, missed, legacy = [], 0, []
+    """Nose NME of every true face >= min_w px matched by a detection (IoU >= 0.5); true faces
+    no detection matched count as missed."""
+    nm, missed = [], 0
     for img, gts, pts in scenes:
         boxes, sc = pipe.detect(img, min_score)
         gts, vis = visible(gts, (img.shape[1], img.shape[0]))
@@ -182,18 +182,25 @@ def scene_landmark_nme(pipe, scenes, min_score, min_w=40.0):
     return nme_summary(nm, missed)
 
 
-def plain_photo_nme(pipe, root, labels, idx, min_score, frame=None):
-    """The split's own photos fed whole (as a user uploads a face photo): the pipeline's most
-    prominent face's nose, or the whole-image net when no face is found."""
+def split_photos(root, labels, idx, frame=None):
+    """The split's own photos, as a user uploads them: (image, its five true points); framed
+    in a larger picture (``frame_photo``) when ``frame`` = (width, height)."""
     import cv2
-    from app.servables.nose_tracker.faces import prominent
     from training.nose_tracker.data import frame_photo
-    nm, nm_legacy, no_face = [], [], 0
     for r in idx:
         img = cv2.imread(str(Path(root) / labels["path"][r]), cv2.IMREAD_COLOR)
         pts = labels["pts"][r]
         if frame:
             img, pts = frame_photo(img, pts, *frame)
+        yield img, pts
+
+
+def plain_photo_nme(pipe, root, labels, idx, min_score, frame=None):
+    """The split's own photos fed whole (as a user uploads a face photo): the pipeline's most
+    prominent face's nose, or the whole-image net when no face is found."""
+    from app.servables.nose_tracker.faces import prominent
+    nm, nm_legacy, no_face = [], [], 0
+    for img, pts in split_photos(root, labels, idx, frame):
         boxes, sc = pipe.detect(img, min_score)
         legacy = pipe.whole(img)[0]
         nm_legacy.append(_nme(legacy, pts))
@@ -362,16 +369,10 @@ if __name__ == "__main__":
 def prominence_sweep(pipe, root, labels, idx, min_score, frame=None):
     """Which face of a photo is "the" face (the legacy x, y): nose NME of the split's photos for
     each rule. Dev only: it chose ``faces.prominent``."""
-    import cv2
-    from training.nose_tracker.data import frame_photo
     rules = {"largest box": lambda b, s: b[:, 2] * b[:, 3], "best score": lambda b, s: s,
              "area x score": lambda b, s: b[:, 2] * b[:, 3] * s, "area x score^2": lambda b, s: b[:, 2] * b[:, 3] * s * s}
     out = {k: [] for k in rules}
-    for r in idx:
-        img = cv2.imread(str(Path(root) / labels["path"][r]), cv2.IMREAD_COLOR)
-        pts = labels["pts"][r]
-        if frame:
-            img, pts = frame_photo(img, pts, *frame)
+    for img, pts in split_photos(root, labels, idx, frame):
         boxes, sc = pipe.detect(img, min_score)
         allp = pipe.landmarks(img, boxes) if len(boxes) else None
         for k, fn in rules.items():

@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import queue
-import threading
 import time
 from pathlib import Path
 
@@ -63,6 +61,7 @@ def main():
     from training.face_detector import data as D
     from training.face_detector.model import build
     from training.nose_tracker.data import data_dir
+    from training.schedule import cosine_steps, start_producers
 
     keras.utils.set_random_seed(a.seed)
     root = data_dir(a.data)
@@ -75,19 +74,9 @@ def main():
     run_dir = Path(a.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    q: queue.Queue = queue.Queue(maxsize=8)
-    stop = threading.Event()
-
-    def producer(seed):
-        maker = D.SceneMaker(labels, imgs, scales, tr, seed=seed)
-        while not stop.is_set():
-            b = D.batch(maker, a.batch, a.size)
-            while not stop.is_set():
-                try:
-                    q.put(b, timeout=0.5)
-                    break
-                except queue.Full:
-                    pass
+    def batches(k):  # producer thread k: its own scene maker and random stream
+        maker = D.SceneMaker(labels, imgs, scales, tr, seed=a.seed * 100 + k)
+        return lambda: D.batch(maker, a.batch, a.size)
 
     opt = keras.optimizers.AdamW(learning_rate=a.lr, weight_decay=a.wd, clipnorm=10.0)
 
@@ -113,8 +102,7 @@ def main():
     from training.face_detector.evaluate import detect_keras, dev_scene_set, score
 
     if a.bench_steps:
-        for s in range(a.producers):
-            threading.Thread(target=producer, args=(a.seed * 100 + s,), daemon=True).start()
+        q, stop = start_producers(batches, a.producers)
         b = q.get()
         train_step(*map(tf.constant, b))
         t = time.time()
@@ -135,25 +123,17 @@ def main():
         return r
 
     if not a.export_only:
-        for s in range(a.producers):
-            threading.Thread(target=producer, args=(a.seed * 100 + s,), daemon=True).start()
-        budget = a.minutes * 60
+        q, stop = start_producers(batches, a.producers)
         t0 = time.time()
         step, last_log, last_eval = 0, t0, t0
         acc = np.zeros(4)
         n_acc = 0
-        warm = 300
-        while True:
-            el = time.time() - t0
-            prog = step / a.steps if a.steps else el / budget
-            if prog >= 1.0:
-                break
-            lr = a.lr * min(1.0, (step + 1) / warm) * 0.5 * (1 + np.cos(np.pi * prog))
+        for i, el, prog, lr in cosine_steps(a.minutes, a.steps, a.lr):
             opt.learning_rate = float(lr)
             vals = train_step(*map(tf.constant, q.get()))
             acc += [float(v) for v in vals]
             n_acc += 1
-            step += 1
+            step = i + 1
             now = time.time()
             if now - last_log > 60 or step == 1:
                 l, f, o, s_ = acc / n_acc

@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import queue
-import threading
 import time
 from pathlib import Path
 
@@ -74,6 +72,7 @@ def main():
     from training.nose_tracker.data import (Augmenter, apply_photo, data_dir, load_cache, load_labels,
                                             nose_below_eyeline, normalised_targets, split_indices)
     from training.nose_tracker.model import build, transfer_weights
+    from training.schedule import cosine_steps, start_producers
 
     keras.utils.set_random_seed(a.seed)
     root = data_dir(a.data)
@@ -91,19 +90,6 @@ def main():
 
     aug = Augmenter(labels, cache, train_idx, seed=a.seed, p_whole=a.p_whole, turn_boost=a.turn_boost,
                     p_framed=a.p_framed)
-    q: queue.Queue = queue.Queue(maxsize=6)
-    stop = threading.Event()
-
-    def producer():
-        while not stop.is_set():
-            b = aug.batch(a.batch)
-            while not stop.is_set():
-                try:
-                    q.put(b, timeout=0.5)
-                    break
-                except queue.Full:
-                    pass
-
     run_dir = Path(a.run_dir)
     if a.export_only:  # the saved run's own architecture, not the command line's
         info = json.loads((run_dir / "train_info.json").read_text())
@@ -149,23 +135,16 @@ def main():
         return nme.mean(), np.median(nme), (nme > 0.1).mean()
 
     def train_loop(run_dir: Path) -> dict:
-        threading.Thread(target=producer, daemon=True).start()
-        budget = a.minutes * 60
+        q, stop = start_producers(lambda _k: lambda: aug.batch(a.batch), 1, maxsize=6)
         t_start = time.time()
         step, last_eval, last_log = 0, t_start, t_start
         run_loss, run_px, n_run = 0.0, 0.0, 0
-        warm = 300
-        while True:
-            el = time.time() - t_start
-            prog = step / a.steps if a.steps else el / budget
-            if prog >= 1.0:
-                break
-            lr = a.lr * min(1.0, (step + 1) / warm) * 0.5 * (1 + np.cos(np.pi * prog))
+        for i, el, prog, lr in cosine_steps(a.minutes, a.steps, a.lr):
             opt.learning_rate = float(lr)
             x, prm, y = q.get()
             loss, px = train_step(tf.constant(x), tf.constant(prm), tf.constant(y))
             run_loss += float(loss); run_px += float(px); n_run += 1
-            step += 1
+            step = i + 1
             now = time.time()
             if now - last_log > 30 or step == 1:
                 print(f"step {step:6d} {el / 60:5.1f}/{a.minutes:g} min ({100 * prog:4.1f}%) lr {lr:.2e} "

@@ -59,12 +59,11 @@ def _nose_response(data: bytes, options: dict):
     reg.ready_handle(MODEL)  # 503 before any decoding when the model is not ready
     sv = reg.servable(MODEL)
     annotate = options.pop("annotate")
-    sv.detection_parameters(options)  # 400 for bad options before decoding
-    img, width, height = sv.decode_upload(data, options, full_size=annotate)
-    items = sv.image_items(0, img, width, height, options)
+    detection = sv.detection(options)  # 400 for bad options before decoding
+    img, width, height = sv.decode_upload(data, detection, full_size=annotate)
+    items = sv.image_items(0, img, width, height, detection)
     pred = reg.run(MODEL, items=items, outputs=False)
     d = sv.images(pred.results, items)[0]
-    det = sv.detector()
     if annotate:
         png = annotate_png(img, d["faces"], img.shape[1] / width)
         return Response(png, mimetype="image/png", headers={
@@ -74,7 +73,7 @@ def _nose_response(data: bytes, options: dict):
     body["faces"] = [face_json(f) for f in d["faces"]]
     body["inference_ms"] = pred.inference_ms
     body["model_version"] = reg.handle(MODEL).version
-    body["face_detector_version"] = reg.handle(sv.detector_model).version if det is not None else None
+    body["face_detector_version"] = reg.handle(sv.detector_model).version if detection.detector is not None else None
     body["request_id"] = g.request_id
     return jsonify(body)
 

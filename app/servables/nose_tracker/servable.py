@@ -19,6 +19,8 @@ Inputs (one kind per request):
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from ...config import Setting
@@ -28,6 +30,19 @@ from ...serving.servable import Servable, TensorSpec, group_of
 from ..face_detector.servable import MAX_FACES_LIMIT, parse_detection_parameters
 from .contract import INPUT_SIZE, POINTS, preprocess
 from .faces import CROP_MARGIN, FaceCrop, WholeImage, crop_blob, crop_points, prominent
+
+
+class Detection(NamedTuple):
+    """A request's face detection: the detector servable (None when this server has none),
+    the score threshold and the most faces wanted (0: none, the whole-image answer)."""
+    detector: object | None
+    min_score: float
+    max_faces: int
+
+    @property
+    def runs(self) -> bool:
+        return self.detector is not None and self.max_faces > 0
+
 
 S = INPUT_SIZE
 
@@ -101,35 +116,37 @@ class NoseTrackerServable(Servable):
             return None
         return reg.ready_handle(self.detector_model).servable
 
-    def detection_parameters(self, parameters) -> tuple[float, int]:
+    def detection(self, parameters) -> "Detection":
+        """The request's face detection, resolved once: the detector (None without one) and
+        min_score / max_faces from the parameters (400 for bad ones, before any decoding)."""
         det = self.detector()
-        return parse_detection_parameters(parameters, det.min_score if det is not None else 0.5)
+        default = det.min_score if det is not None else 0.5
+        min_score, max_faces = parse_detection_parameters(parameters or {}, default)
+        return Detection(det, min_score, max_faces)
 
     # --- request path ----------------------------------------------------------------
-    def decode_upload(self, data: bytes, parameters=None, full_size: bool = False):
+    def decode_upload(self, data: bytes, detection: "Detection", full_size: bool = False):
         """One encoded image -> (decoded BGR image, width, height as displayed); ApiError if bad.
         Without face detection (max_faces=0, or no detector) the whole-image net needs 112 px only."""
         min_side = None
         if self.config["IMAGE_REDUCED_DECODE"] and not full_size:
-            detecting = self.detection_parameters(parameters or {})[1] > 0 and self.detector() is not None
-            min_side = self.reduced_min_side if detecting else REDUCED_MIN_SIDE
+            min_side = self.reduced_min_side if detection.runs else REDUCED_MIN_SIDE
         return decode_image_scaled(data, self.context.core.max_image_pixels, min_side)
 
-    def image_items(self, index: int, img: np.ndarray, width: int, height: int, parameters) -> list:
+    def image_items(self, index: int, img: np.ndarray, width: int, height: int, detection: "Detection") -> list:
         """The landmark-net items of one decoded image: one per face found (largest first), or
         the whole image when none is."""
-        min_score, max_faces = self.detection_parameters(parameters)
-        det = self.detector()
+        det = detection.detector
         boxes, scores = np.zeros((0, 4)), np.zeros(0)
-        if det is not None and max_faces > 0:
+        if detection.runs:
             pred = self.context.registry.run(self.detector_model, items=[det.item(img, width, height)],
                                              outputs=False)
-            boxes, scores = det.faces(pred.results[0], pred.items[0], min_score, MAX_FACES_LIMIT)
+            boxes, scores = det.faces(pred.results[0], pred.items[0], detection.min_score, MAX_FACES_LIMIT)
         if not len(boxes):
             return [("image", preprocess(img), WholeImage(index, (width, height)))]
         # the largest max_faces faces, largest first
         order = sorted(range(len(boxes)), key=lambda k: (-float(boxes[k][2] * boxes[k][3]), -float(scores[k])))
-        order = order[:max_faces]
+        order = order[:detection.max_faces]
         scale = img.shape[1] / width
         items = []
         for k in order:
@@ -140,8 +157,9 @@ class NoseTrackerServable(Servable):
 
     def decode(self, data: bytes, parameters=None) -> list:
         """One encoded image -> its items (see image_items)."""
-        img, width, height = self.decode_upload(data, parameters)
-        return self.image_items(0, img, width, height, parameters or {})
+        detection = self.detection(parameters)
+        img, width, height = self.decode_upload(data, detection)
+        return self.image_items(0, img, width, height, detection)
 
     def preprocess(self, inputs, parameters) -> list:
         kind = group_of(self.inputs, list(inputs))
@@ -149,11 +167,11 @@ class NoseTrackerServable(Servable):
             images = inputs["image"]
             if len(images) > self.max_images:
                 raise InvalidInput(f"{len(images)} images in one request; the limit is {self.max_images}")
-            self.detection_parameters(parameters)  # bad parameters: 400 before any decoding
+            detection = self.detection(parameters)  # bad parameters: 400 before any decoding
             items = []
             for i, b in enumerate(images):
-                img, width, height = self.decode_upload(decode_base64_image(b), parameters)
-                items.extend(self.image_items(i, img, width, height, parameters))
+                img, width, height = self.decode_upload(decode_base64_image(b), detection)
+                items.extend(self.image_items(i, img, width, height, detection))
             return items
         x = inputs["input"]
         return [("tensor", np.ascontiguousarray(x[i:i + 1], dtype=np.float32), None) for i in range(x.shape[0])]
