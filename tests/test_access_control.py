@@ -78,6 +78,23 @@ def test_valid_keys_pass(keyed, headers):
     assert r.status_code in (400, 503)  # base64 of text: rejected before or after the model check
 
 
+@pytest.mark.parametrize("headers,status", [
+    ({"Authorization": "Bearer wrong-token", "X-API-Key": KEY1}, 401),  # a bad token is not outvoted
+    ({"Authorization": f"Bearer {KEY1}", "X-API-Key": "wrong-key"}, 401),
+    ({"Authorization": "Bearer ", "X-API-Key": KEY1}, 401),  # an empty token
+    ({"Authorization": "vf", "X-API-Key": KEY1}, 401),  # not 'Bearer <token>' (schemathesis found it passing)
+    ({"X-API-Key": "", "Authorization": f"Bearer {KEY1}"}, 401),
+    ({"Authorization": "Basic dXNlcjpwdw==", "X-API-Key": KEY1}, 200),  # a proxy's sign-in: not ours
+    ({"Authorization": f"Bearer {KEY2}", "X-API-Key": KEY1}, 200),
+])
+def test_every_credential_sent_must_be_valid(keyed, headers, status):
+    r = keyed.get("/version", headers=headers)
+    if status == 401:
+        assert_error(r, 401, "invalid_api_key")
+    else:
+        assert r.status_code == 200, r.text
+
+
 @pytest.mark.parametrize("path,status", [("/healthz", 200), ("/readyz", 503), ("/openapi.json", 200),
                                          ("/docs", 200), ("/", 200), ("/index", 200), ("/dashboard", 200),
                                          ("/static/style.css", 200), ("/nginx-health", 200)])

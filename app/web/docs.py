@@ -22,6 +22,7 @@ V2_ERROR = {"$ref": "#/components/schemas/V2Error"}
 _TEXTS = {
     400: "Bad request: malformed JSON, missing or invalid field, not an image, bad base64, bad tensor.",
     401: "Missing or invalid API key (only when the server has API keys configured).",
+    403: "The credential is valid but may not do this (an environment key belongs to no user).",
     404: "Unknown path, model or version.",
     405: "Method not allowed.",
     413: "Body over the limit (nginx or the app) or image with too many pixels.",
@@ -168,6 +169,9 @@ def build_spec() -> dict:
     if "accounts" in current_app.extensions:
         from .auth import openapi_paths as auth_paths
         paths.update(auth_paths())
+    if "history" in current_app.extensions:
+        from .inference_history import openapi_paths as history_paths
+        paths.update(history_paths())
     models = ", ".join(sorted(reg.handles)) or "none"
     spec = {
         "openapi": "3.0.3",

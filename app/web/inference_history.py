@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import timezone
 
 from flask import Blueprint, current_app, g, has_request_context, redirect, render_template, request, send_file, url_for
 from sqlalchemy import select
@@ -123,7 +124,8 @@ def _query(p, cursor, limit, model, user):
 
 def _as_json(r) -> dict:
     out = json.loads(r.output) if r.output and r.output.startswith("{") else r.output
-    return {"id": r.id, "created_at": r.created_at.isoformat(), "user": r.user_name, "credential": r.credential,
+    created = r.created_at if r.created_at.tzinfo else r.created_at.replace(tzinfo=timezone.utc)  # SQLite: naive
+    return {"id": r.id, "created_at": created.isoformat(), "user": r.user_name, "credential": r.credential,
             "endpoint": r.endpoint, "model": r.model, "model_version": r.model_version, "request_id": r.request_id,
             "latency_ms": r.latency_ms, "status": r.status, "input": json.loads(r.input_summary), "output": out,
             "input_text": r.input_text, "image": url_for("history.image", record_id=r.id) if r.image_path else None}
@@ -196,6 +198,34 @@ def image(record_id: int):
         raise ApiError(404, "not_found", "no such picture")
     return send_file(path, mimetype="application/octet-stream" if path.suffix == ".bin" else None,
                      download_name=path.name, max_age=0)
+
+
+def openapi_paths() -> dict:
+    """The OpenAPI path item of ``GET /api/history`` (in the document when the history is on)."""
+    from .docs import operation
+    nullable_str = {"type": "string", "nullable": True}
+    record = {"type": "object", "required": ["id", "created_at", "endpoint", "status", "input"], "properties": {
+        "id": {"type": "integer"}, "created_at": {"type": "string", "format": "date-time"},
+        "user": nullable_str, "credential": {"type": "string"}, "endpoint": {"type": "string"},
+        "model": nullable_str, "model_version": nullable_str, "request_id": {"type": "string"},
+        "latency_ms": {"type": "number"}, "status": {"type": "integer"},
+        "input": {"type": "object", "additionalProperties": True},
+        "output": {"nullable": True}, "input_text": nullable_str, "image": nullable_str}}
+    ok = {"type": "object", "required": ["records", "next_cursor"],
+          "properties": {"records": {"type": "array", "items": record},
+                         "next_cursor": {"type": "integer", "nullable": True}}}
+    params = [
+        {"name": "limit", "in": "query", "required": False,
+         "schema": {"type": "integer", "minimum": 1, "maximum": PAGE_MAX, "default": 20}},
+        {"name": "cursor", "in": "query", "required": False, "description": "next_cursor of the page before",
+         "schema": {"type": "integer", "minimum": 1, "maximum": 2 ** 62}},
+        {"name": "model", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 64}},
+        {"name": "user", "in": "query", "required": False, "description": "an admin's filter by user name",
+         "schema": {"type": "string", "maxLength": 64}},
+    ]
+    op = operation("The caller's inference history, newest first (an admin's: everyone's)", "history", ok,
+                   (400, 401, 403), tags=("accounts",), parameters=params)
+    return {"/api/history": {"get": op}}
 
 
 def init_app(app, registry) -> None:

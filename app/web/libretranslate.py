@@ -49,7 +49,7 @@ from ..serving.errors import ApiError, OverLimit
 from . import language_detection, textformats
 from .errors import register_error_shape
 from .helpers import core_config, endpoint, registry
-from .security import check_credential, credentials_required, presented_key
+from .security import check_credentials, credentials_required, presented_keys
 
 bp = Blueprint("libretranslate", __name__)
 
@@ -180,10 +180,10 @@ def _check_key(fields: dict) -> None:
         raise bad("Invalid request: api_key must be a string")
     if not credentials_required():
         return
-    given = key.strip() if key and key.strip() else presented_key()
-    if given is None:
+    given = [key.strip()] if key and key.strip() else presented_keys()
+    if not given:
         raise bad("Please contact the server operator to get an API key", 403, "missing_api_key")
-    if check_credential(given) is not None:  # environment keys, database keys and access tokens
+    if check_credentials(given) is not None:  # environment keys, database keys and access tokens
         raise bad("Invalid API key", 403, "invalid_api_key")
 
 

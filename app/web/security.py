@@ -2,7 +2,7 @@
 
 API keys (``API_KEYS`` / ``API_KEYS_FILE``): when at least one key is
 configured, every JSON endpoint except the public ones below needs
-``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. Keys are compared
+``Authorization: Bearer <key>`` or ``X-API-Key: <key>`` (each one sent must be valid). Keys are compared
 with :func:`hmac.compare_digest` against every configured key (no early exit),
 so the time taken does not tell how much of a key was right. The HTML pages
 stay public unless ``PROTECT_PAGES=1``.
@@ -39,14 +39,22 @@ PUBLIC_ENDPOINTS = frozenset({"static"})
 AUTH_CHALLENGE = 'Bearer realm="modelserver"'
 
 
-def presented_key() -> str | None:
-    """The key a request carries: ``Authorization: Bearer <key>`` or ``X-API-Key``."""
-    auth = request.headers.get("Authorization", "")
-    scheme, _, token = auth.partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    key = request.headers.get("X-API-Key", "").strip()
-    return key or None
+def presented_keys() -> list[str]:
+    """Every credential a request carries: the token of ``Authorization: Bearer <token>`` (an
+    empty one too: it fails) and ``X-API-Key``. ``Basic`` credentials (a proxy's sign-in in
+    front of us) are not ours and are ignored; an Authorization header of any other form is
+    presented as a credential, and fails."""
+    out = []
+    auth = request.headers.get("Authorization")
+    if auth is not None:
+        scheme, _, token = auth.strip().partition(" ")
+        if scheme.lower() == "bearer":
+            out.append(token.strip())
+        elif scheme.lower() != "basic":
+            out.append("")
+    if "X-API-Key" in request.headers:
+        out.append(request.headers["X-API-Key"].strip())
+    return out
 
 
 def key_matches(presented: str, keys: tuple) -> bool:
@@ -96,6 +104,17 @@ def check_credential(given: str) -> tuple[str, str] | None:
     return "invalid_api_key", "the API key is not valid"
 
 
+def check_credentials(given: list[str]) -> tuple[str, str] | None:
+    """Every credential presented must hold: a bad token is never outvoted by a good key sent
+    beside it (a client that sends a stale token learns so)."""
+    for cred in given:
+        failure = check_credential(cred) if cred else (
+            "invalid_api_key", "an empty API key or token, or an Authorization header that is not 'Bearer <token>'")
+        if failure is not None:
+            return failure
+    return None
+
+
 def init_app(app: Flask) -> None:
     @app.before_request
     def _require_api_key():
@@ -103,8 +122,8 @@ def init_app(app: Flask) -> None:
         view = current_app.view_functions.get(request.endpoint) if request.endpoint else None
         if not credentials_required() or not needs_key(request.endpoint, view, cfg.protect_pages):
             return None
-        given = presented_key()
-        if given is None and getattr(view, "html_page", False) and "accounts" in current_app.extensions:
+        given = presented_keys()
+        if not given and getattr(view, "html_page", False) and "accounts" in current_app.extensions:
             from .sessions import signed_in_principal
             g.principal = signed_in_principal()  # a signed-in browser (pages only, never the JSON APIs)
             if g.principal is not None:
@@ -113,8 +132,8 @@ def init_app(app: Flask) -> None:
                     check_csrf()  # a form a signed-in browser sends must carry the session's token
                 return None
             return redirect(url_for("sessions.login", next=request.full_path.rstrip("?")), 303)
-        if given is not None:
-            failure = check_credential(given)
+        if given:
+            failure = check_credentials(given)
             if failure is None:
                 return None
             code, message = failure
