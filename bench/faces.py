@@ -94,7 +94,7 @@ def main() -> int:
     for c in concs:
         base_p50, base_rps = med("image-bin-whole", c, "p50_ms"), med("image-bin-whole", c, "rps")
         for ep in CELLS:
-            table.append([ep, c, med(ep, c, "rps"), med(ep, c, "p50_ms"), med(ep, c, "p99_ms"),
+            table.append([ep, c, f"{med(ep, c, 'rps'):.1f}", f"{med(ep, c, 'p50_ms'):.2f}", f"{med(ep, c, 'p99_ms'):.2f}",
                           f"{med(ep, c, 'p50_ms') / base_p50:.2f}x", f"{med(ep, c, 'rps') / base_rps:.2f}x",
                           sum(r["errors"] for r in rows if r["endpoint"] == ep and r["c"] == c)])
     md = md_table(["cell", "c", "req/s", "p50 ms", "p99 ms", "p50 / whole-image", "req/s / whole-image",

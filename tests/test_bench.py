@@ -36,3 +36,26 @@ def test_wrk_cell_through_nginx(stack, inputs, endpoint):
     assert r["errors"] == 0, r["error_detail"]
     assert r["requests"] > 0 and r["rps"] > 0
     assert 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"]
+
+
+def test_history_benchmark_accounts_for_every_request(inputs, tmp_path):
+    """bench/history.py, one short round on SQLite: both stacks answer every request (with the
+    API key the accounts need), and every request the meta stack answered is a record or a
+    counted drop (its exit status says so)."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    out = tmp_path / "history.json"
+    p = subprocess.run([sys.executable, "bench/history.py", "--rounds", "1", "--duration", "1",
+                        "--databases", "sqlite", "--json", str(out)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    res = json.loads(out.read_text())
+    cells = [r for r in res["rows"] if "endpoint" in r]
+    assert {(r["mode"], r["endpoint"]) for r in cells} == {(m, e) for m in ("off", "meta")
+                                                           for e in ("image-bin", "translate")}
+    assert all(r["requests"] > 0 and r["errors"] == 0 for r in cells)
+    (rec,) = [r for r in res["rows"] if "records" in r]
+    assert rec["records"] + rec["dropped_metric"] >= rec["requests_sent"] > 0
