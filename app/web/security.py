@@ -54,7 +54,7 @@ def presented_keys() -> list[str]:
             out.append("")
     if "X-API-Key" in request.headers:
         out.append(request.headers["X-API-Key"].strip())
-    return out
+    return list(dict.fromkeys(out))  # the same key in both headers: checked (and charged) once
 
 
 def key_matches(presented: str, keys: tuple) -> bool:
