@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from bench.run import ENDPOINTS, RESULTS, build_inputs, drain, machine, md_table, ours_env, wrk_cell
-from bench.stack import OurStack
+from bench.stack import OurStack, cell_arguments
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -71,10 +71,7 @@ def run_interleaved(roots: dict, cells: dict, a, inputs: dict) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", required=True, help="the earlier commit (e.g. the one before a change)")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--duration", type=float, default=5.0, help="seconds per wrk cell")
-    ap.add_argument("--max-requests", type=int, default=20000)
-    ap.add_argument("--json", help="output JSON path (default bench/results/compare-<time>.json)")
+    cell_arguments(ap, rounds=3)  # --json default: bench/results/compare-<time>.json
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-compare-"))
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.run import ENDPOINTS, NOSE_DATA, build_inputs, drain, machine, md_table, ours_env, wrk_cell  # noqa: E402
-from bench.stack import OurStack  # noqa: E402
+from bench.stack import OurStack, cell_arguments  # noqa: E402
 
 ENDPOINTS.update({
     "image-bin-whole": ("/image-bin?max_faces=0", None, "multipart",
@@ -59,11 +59,8 @@ def scene_input(tmp: Path, inputs: dict) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--duration", type=float, default=5.0)
-    ap.add_argument("--max-requests", type=int, default=20000)
-    ap.add_argument("--rounds", type=int, default=2)
+    cell_arguments(ap, rounds=2)
     ap.add_argument("--concurrency", default="1,32")
-    ap.add_argument("--json")
     a = ap.parse_args()
     concs = [int(c) for c in a.concurrency.split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="bench-faces-"))

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from bench.run import build_inputs, drain, machine, md_table, ours_env, wrk_cell  # noqa: E402
-from bench.stack import OurStack  # noqa: E402
+from bench.stack import OurStack, cell_arguments  # noqa: E402
 
 CELLS = ["image-bin", "translate"]
 KEY = "bench-history-key-0123456789"  # ACCOUNTS=1: every JSON API needs a key (the same in both modes)
@@ -102,12 +102,9 @@ def run_pair(db: str, urls: dict, a, inputs) -> list[dict]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--duration", type=float, default=5.0)
-    ap.add_argument("--max-requests", type=int, default=50000)
-    ap.add_argument("--rounds", type=int, default=4)
+    cell_arguments(ap, rounds=4, max_requests=50000)
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--databases", default="sqlite,postgresql")
-    ap.add_argument("--json")
     a = ap.parse_args()
     inputs = build_inputs(Path(tempfile.mkdtemp(prefix="bench-history-")))
     rows: list[dict] = []

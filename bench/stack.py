@@ -5,6 +5,7 @@ bench/compare.py; the launcher itself is app/runtime/launcher.py (the tests' too
 """
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from app.runtime.launcher import ROOT, Launcher, children, free_port, http_get, mem_kb  # noqa: F401
@@ -29,3 +30,12 @@ class OurStack(Launcher):
     def worker_pids(self) -> list[int]:
         """The uWSGI master's children (its workers), from /proc."""
         return self.child_pids()
+
+
+def cell_arguments(ap: argparse.ArgumentParser, rounds: int, max_requests: int = 20000) -> None:
+    """The options every interleaved-cells benchmark takes (bench/compare.py, faces.py,
+    history.py): --rounds, --duration and --max-requests of each wrk cell, --json."""
+    ap.add_argument("--rounds", type=int, default=rounds)
+    ap.add_argument("--duration", type=float, default=5.0, help="seconds per wrk cell")
+    ap.add_argument("--max-requests", type=int, default=max_requests, help="most requests per wrk cell")
+    ap.add_argument("--json", help="output JSON path")

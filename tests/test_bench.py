@@ -59,3 +59,22 @@ def test_history_benchmark_accounts_for_every_request(inputs, tmp_path):
     assert all(r["requests"] > 0 and r["errors"] == 0 for r in cells)
     (rec,) = [r for r in res["rows"] if "records" in r]
     assert rec["records"] + rec["dropped_metric"] >= rec["requests_sent"] > 0
+
+
+@pytest.mark.parametrize("kind", ["nose", "nose_whole"])
+def test_upper_bound_runs_what_the_server_runs(inputs, kind):
+    """The in-process bound of /image-bin is the face pipeline (decode, detector, a crop per
+    face, the landmark net) since the face detector; nose_whole is the old whole-image path.
+    The worker stops with an error if the bench photo's face is not found."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    jpg = inputs["files"]["multipart"].parent / "face.jpg"
+    p = subprocess.run([sys.executable, "bench/run.py", "--bound-worker", kind, "--seconds", "0.5",
+                        "--bound-files", json.dumps({"jpeg": str(jpg)})], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    assert r["kind"] == kind and r["items"] > 0 and r["seconds"] >= 0.5

@@ -34,6 +34,31 @@ def landmark_row(name, r):
             f"{pct(r['fail_rate_nme_gt_0.10'])} | {pct(r['fail_or_missed_rate'])} |")
 
 
+def _one_run(t) -> str:
+    return (f"{t['train_minutes']} minutes on 2 CPU cores, {t['steps']:,} steps of {t['batch']} scenes of "
+            f"{t['size']}x{t['size']} ({t['scenes']:,} scenes), AdamW lr {t['lr']} cosine, seed {t['seed']}")
+
+
+def training_lines(t) -> list[str]:
+    if "init" not in t:
+        return [f"Training: {_one_run(t)}."]
+    i = t["init"]
+    return [f"Training, in two runs of `train.py`: v{i['version']}'s ({_one_run(i['training'])}), then this one,",
+            f"started from v{i['version']}'s graph (`--init`, its weights put back into Keras by",
+            f"`warm_start.py`, sha256 `{i['sha256'][:12]}...`): {_one_run(t)}."]
+
+
+def reproduce_lines(meta) -> list[str]:
+    t, v = meta["training"], meta["version"]
+    cmd = ".venv/bin/python training/face_detector/train.py"
+    if "init" not in t:
+        return [f"    {cmd} --minutes {t['train_minutes']:g} --version {v} --test"]
+    i = t["init"]
+    return [f"    {cmd} --minutes {i['training']['train_minutes']:g} --version {i['version']} --test",
+            f"    {cmd} --init {i['file']} --minutes {t['train_minutes']:g} --lr {t['lr']:g} \\",
+            f"        --version {v} --test"]
+
+
 def card(meta: dict) -> str:
     v = meta["version"]
     t = meta["training"]
@@ -76,8 +101,7 @@ def card(meta: dict) -> str:
              "occluders, lighting, blur, noise, JPEG and low-resolution degradations. The split is the nose",
              "tracker's (by image, stratified by source, seed 0): training scenes are made of training images",
              "only; the dev and test scene sets (fixed seeds) of their own split's images only.", "",
-             f"Training: {t['train_minutes']} minutes on 2 CPU cores, {t['steps']:,} steps of {t['batch']} scenes of "
-             f"{t['size']}x{t['size']} ({t['scenes']:,} scenes), AdamW lr {t['lr']} cosine, seed {t['seed']}.", "",
+             *training_lines(t), "",
              "## Metrics", "",
              "Evaluation scenes: 640x480, 1-4 pasted faces 24 px wide up to 60% of the height, plus the",
              "background photo's own face when the background is a photo (`evaluate.py`). A detection is",
@@ -101,7 +125,8 @@ def card(meta: dict) -> str:
               "in the last column. *Scenes*: the faces >= 40 px of the scenes above. *Photos*: the split's own",
               "photos fed whole, as a user uploads a face photo (the most prominent face, the largest box area x",
               "score^2; the whole-image net",
-              "when no face is found); *in 640x480*: the same photos framed in a 640x480 picture.", "",
+              "when no face is found); *in 640x480*: the same photos framed in a 640x480 picture. The `lfw_80`",
+              "photos are whole news photos of 80x80 px with the face ~25-30 px wide: small faces.", "",
               "| set | faces | found | NME mean | NME median | NME > 0.10 | > 0.10 or missed |",
               "|---|---|---|---|---|---|---|"]
     for name, m in (("test", test), ("dev", dev)):
@@ -110,6 +135,9 @@ def card(meta: dict) -> str:
         parts.append(landmark_row(f"{name} scenes", m["landmarks_on_scenes"]))
         parts.append(landmark_row(f"{name} photos", m["plain_photos"]))
         parts.append(landmark_row(f"{name} photos, whole-image net (before)", m["plain_photos"]["whole_image_net"]))
+        for src, r in m["plain_photos"].get("by_source", {}).items():
+            parts.append(landmark_row(f"{name} photos, {src} only", r))
+            parts.append(landmark_row(f"{name} photos, {src} only, whole-image net (before)", r["whole_image_net"]))
         parts.append(landmark_row(f"{name} photos in 640x480", m["plain_photos_in_640x480"]))
         parts.append(landmark_row(f"{name} photos in 640x480, whole-image net (before)",
                                   m["plain_photos_in_640x480"]["whole_image_net"]))
@@ -126,7 +154,7 @@ def card(meta: dict) -> str:
             parts.append(f"| {k} | {num(r['nme_mean'])} | {pct(r['fail_rate_nme_gt_0.10'])} |")
     parts += ["", "## Reproduce", "",
               "From the repository root (training, export, calibration on dev, dev and test evaluation):", "",
-              f"    .venv/bin/python training/face_detector/train.py --minutes {t['train_minutes']:g} --test", "",
+              *reproduce_lines(meta), "",
               "then this card: `.venv/bin/python training/face_detector/card.py`. The wall-clock budget sets the",
               "cosine schedule, so a busier or faster machine trains a slightly different model (`--steps N`",
               "makes it step-based); the sha256 pins the file. Evaluate again:",
@@ -136,9 +164,13 @@ def card(meta: dict) -> str:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--version", default="1.0.0")
+    ap.add_argument("--version", help="default: the newest in models/face_detector")
     a = ap.parse_args()
-    d = ROOT / "models" / "face_detector" / a.version
+    if a.version is None:
+        from app.serving.repository import version_dir
+        d = version_dir("face_detector")
+    else:
+        d = ROOT / "models" / "face_detector" / a.version
     meta = json.loads((d / "metadata.json").read_text())
     (d / "MODEL_CARD.md").write_text(card(meta))
     print(f"wrote {d / 'MODEL_CARD.md'}")

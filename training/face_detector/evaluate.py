@@ -8,7 +8,7 @@ count faces >= 40 px wide: true faces narrower than that, and detections matched
 narrower than 32 px, are left out of both; so are faces mostly (> 50%) outside the picture.
 True boxes are clipped to the picture, as the detector's are.
 
-    .venv/bin/python training/face_detector/evaluate.py --split dev [--pb models/face_detector/1.0.0/face_detector.pb]
+    .venv/bin/python training/face_detector/evaluate.py --split dev [--pb models/face_detector/<version>/face_detector.pb]
 """
 from __future__ import annotations
 
@@ -199,7 +199,7 @@ def plain_photo_nme(pipe, root, labels, idx, min_score, frame=None):
     """The split's own photos fed whole (as a user uploads a face photo): the pipeline's most
     prominent face's nose, or the whole-image net when no face is found."""
     from app.servables.nose_tracker.faces import prominent
-    nm, nm_legacy, no_face = [], [], 0
+    nm, nm_legacy, no_face = [], [], []
     for img, pts in split_photos(root, labels, idx, frame):
         boxes, sc = pipe.detect(img, min_score)
         legacy = pipe.whole(img)[0]
@@ -207,12 +207,17 @@ def plain_photo_nme(pipe, root, labels, idx, min_score, frame=None):
         if len(boxes):
             p = pipe.landmarks(img, boxes[[prominent(boxes, sc)]])[0][0]
         else:
-            no_face += 1
             p = legacy
+        no_face.append(not len(boxes))
         nm.append(_nme(p, pts))
     out = nme_summary(nm)
-    out["no_face_found"] = no_face
+    out["no_face_found"] = int(sum(no_face))
     out["whole_image_net"] = nme_summary(nm_legacy)
+    # by source: lfw_80 photos are whole news photos of 80x80 px with a face ~25-30 px wide
+    src = np.asarray(labels["source"])[np.asarray(idx)]
+    nm, nm_legacy, no_face = np.asarray(nm), np.asarray(nm_legacy), np.asarray(no_face)
+    out["by_source"] = {str(k): {**nme_summary(nm[src == k]), "no_face_found": int(no_face[src == k].sum()),
+                                 "whole_image_net": nme_summary(nm_legacy[src == k])} for k in np.unique(src)}
     return out
 
 
@@ -344,14 +349,16 @@ def main():
     from training.nose_tracker.data import data_dir
     from training.face_detector.data import load_labels, split_indices
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pb", default=str(Path(__file__).resolve().parents[2] / "models" / "face_detector" / "1.0.0"
-                                        / "face_detector.pb"))
+    ap.add_argument("--pb", help="default: the newest version in models/face_detector")
     ap.add_argument("--data", default=None)
     ap.add_argument("--split", default="dev", choices=("dev", "test"))
     ap.add_argument("--n", type=int, default=300, help="scenes")
     ap.add_argument("--min-score", type=float, default=None, help="default: the model's metadata.json")
     ap.add_argument("--sweep", action="store_true", help="crop margins and the re-centred pass (dev)")
     a = ap.parse_args()
+    if a.pb is None:
+        from app.serving.repository import version_dir
+        a.pb = str(version_dir("face_detector") / "face_detector.pb")
     root = data_dir(a.data)
     labels = load_labels(root / "labels.csv")
     split = split_indices(labels["source"], seed=0)

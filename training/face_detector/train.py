@@ -2,7 +2,11 @@
 
 One command (from the repo root) reproduces the shipped model:
 
-    .venv/bin/python training/face_detector/train.py --minutes 50 --test
+    .venv/bin/python training/face_detector/train.py --minutes 50 --version 1.0.0 --test
+    .venv/bin/python training/face_detector/train.py --init models/face_detector/1.0.0/face_detector.pb \
+        --minutes 115 --lr 1e-3 --version 1.1.0 --test
+
+(the second run continues the first: --init puts a shipped graph's weights back into Keras).
 
 Split: the nose tracker's (by image, stratified by source, seed 0).  Training scenes are
 composed from training images only (training/face_detector/data.py), 256x256, batch 32;
@@ -44,7 +48,9 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval-every", type=float, default=8.0)
     ap.add_argument("--run-dir", default=os.environ.get("FACE_RUN_DIR", "/tmp/face_detector_runs/latest"))
-    ap.add_argument("--version", default="1.0.0")
+    ap.add_argument("--version", default="1.1.0")
+    ap.add_argument("--init", default=None, metavar="PB",
+                    help="start from a shipped detector's frozen graph (training/face_detector/warm_start.py)")
     ap.add_argument("--test", action="store_true", help="also evaluate the test scenes (once, at the end)")
     ap.add_argument("--export-only", action="store_true")
     ap.add_argument("--no-export", action="store_true")
@@ -71,6 +77,19 @@ def main():
     imgs, scales = D.load_images(root, labels, tr, 256)
     model = build(a.width, for_training=True)
     print(f"model params {model.count_params():,}", flush=True)
+    init = None
+    if a.init and not a.export_only:
+        from training.face_detector.warm_start import warm_start
+        from training.nose_tracker.export import sha256
+        maker = D.SceneMaker(labels, imgs, scales, tr, seed=a.seed * 100 + 99)
+        xs = np.concatenate([D.batch(maker, a.batch, a.size)[0] for _ in range(8)]).astype(np.float32) / 255
+        diff = warm_start(model, a.init, xs)
+        if diff > 1e-4:
+            raise SystemExit(f"--init {a.init}: the Keras model differs from the graph by {diff:.2e}")
+        prior = json.loads((Path(a.init).parent / "metadata.json").read_text())
+        init = {"file": str(Path(a.init).resolve().relative_to(REPO)), "sha256": sha256(a.init),
+                "version": prior["version"], "training": prior["training"]}
+        print(f"initialised from {init['file']} (v{init['version']}): max |keras - opencv| {diff:.1e}", flush=True)
     run_dir = Path(a.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -156,6 +175,8 @@ def main():
         info = {"steps": step, "scenes": step * a.batch, "batch": a.batch, "size": a.size,
                 "train_minutes": round(train_min, 1), "seed": a.seed, "lr": a.lr, "wd": a.wd,
                 "width": a.width, "tf_threads": a.threads, "train_images": int(len(tr))}
+        if init:
+            info["init"] = init
         (run_dir / "train_info.json").write_text(json.dumps(info, indent=1))
         print(f"done: {step} steps in {train_min:.1f} min", flush=True)
     else:
