@@ -272,30 +272,27 @@ def peer(name: str, tmp: Path) -> Process:
 def bound_worker(kind: str, seconds: float, files: dict) -> None:
     """One process, one thread for TF and OpenCV (like one uWSGI worker): prints items/s."""
     import cv2
-    import numpy as np
     cv2.setNumThreads(1)
     if kind in ("nose", "nose_whole"):
         from app.serving.imaging import REDUCED_MIN_SIDE, decode_image_scaled
-        from app.servables.face_detector.contract import decode, preprocess
-        from app.servables.nose_tracker.faces import crop_blob, crop_points
         from app.servables.nose_tracker.model import NoseTracker
         from app.servables.nose_tracker.servable import NoseTrackerServable
-        m = NoseTracker.load(str(version_dir("nose_tracker")))
-        det = cv2.dnn.readNetFromTensorflow(str(version_dir("face_detector") / "face_detector.pb"))
-        min_score = json.loads((version_dir("face_detector") / "metadata.json").read_text())["min_score"]
+        from training.face_detector.evaluate import Pipeline  # the server's functions, tested equal to it
         data = Path(files["jpeg"]).read_bytes()
-        m.warmup()
+        if kind == "nose":
+            pipe = Pipeline(version_dir("face_detector") / "face_detector.pb",
+                            version_dir("nose_tracker") / "nose_tracker.pb")
+            min_score = json.loads((version_dir("face_detector") / "metadata.json").read_text())["min_score"]
+        else:
+            m = NoseTracker.load(str(version_dir("nose_tracker")))
+            m.warmup()
 
         def pipeline():  # what /image-bin runs: decode, detect, one crop per face, landmarks
             img, w, h = decode_image_scaled(data, 40_000_000, NoseTrackerServable.reduced_min_side)
-            blob, s = preprocess(img)
-            det.setInput(blob)
-            boxes, _ = decode(np.asarray(det.forward())[0], s, min_score=min_score, image_wh=img.shape[1::-1])
+            boxes, _ = pipe.detect(img, min_score)
             if not len(boxes):
                 raise SystemExit("the bench photo's face was not found")
-            crops = [crop_blob(img, b, 1.0) for b in boxes]
-            rows = m.rows(np.concatenate([c[0] for c in crops]))
-            return [crop_points(r, c[1]) for r, c in zip(rows, crops)]
+            return pipe.landmarks(img, boxes)
 
         def whole():  # max_faces=0: the whole-image net, 1/4-scale decoding
             img, w, h = decode_image_scaled(data, 40_000_000, REDUCED_MIN_SIDE)

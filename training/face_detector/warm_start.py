@@ -31,12 +31,11 @@ def graph_constants(pb: str | Path) -> dict[str, np.ndarray]:
     return out
 
 
-def set_from_graph(model, pb: str | Path) -> int:
+def set_from_graph(model, pb: str | Path) -> None:
     """Sets every weight of `model` (training/face_detector/model.py: build) from the frozen
-    graph `pb`, BatchNorms as identity statistics. Returns the number of layers set."""
+    graph `pb`, BatchNorms as identity statistics."""
     from keras import layers
     c = graph_constants(pb)
-    n = 0
     for layer in model.layers:
         name = layer.name
         if isinstance(layer, layers.BatchNormalization):
@@ -44,18 +43,14 @@ def set_from_graph(model, pb: str | Path) -> int:
         if isinstance(layer, layers.DepthwiseConv2D):
             layer.set_weights([c[f"{name}/depthwise/ReadVariableOp"]])
             _set_bn(model.get_layer(name + "_bn"), c[f"{name}_bn/batchnorm/mul"], c[f"{name}_bn/batchnorm/sub"])
-            n += 2
         elif isinstance(layer, layers.Conv2D) and not layer.use_bias:
             k = c[f"{name}/convolution/merged_input"]
             layer.set_weights([k])
             _set_bn(model.get_layer(name + "_bn"), np.ones(k.shape[-1], np.float32), c[f"{name}_bn/batchnorm/sub"])
-            n += 2
         elif isinstance(layer, layers.Conv2D):
             bias = next(v for key, v in c.items() if key.startswith(name + "/") and v.size == layer.filters
                         and not key.endswith("ReadVariableOp"))
             layer.set_weights([c[f"{name}/convolution/ReadVariableOp"], bias.reshape(-1)])
-            n += 1
-    return n
 
 
 def _set_bn(bn, scale, shift, mean=None, var=None):
