@@ -10,11 +10,6 @@ import faulthandler
 import os
 import signal
 
-from .. import create_app
-from ..config import effective_env
-from ..serving import metrics
-from . import watchdog
-
 try:
     import uwsgi  # type: ignore
 except ImportError:  # not under uWSGI
@@ -33,13 +28,20 @@ _UWSGI_RELOAD_CODE, _UWSGI_END_CODE = 17, 30  # uwsgi.h
 def _exit_while_loading(signum, frame) -> None:
     os.write(2, f"worker pid {os.getpid()}: {signal.Signals(signum).name} while loading the app; "
                 f"exiting (it serves nothing yet)\n".encode())
+    from ..serving import metrics
     metrics.mark_process_dead(os.getpid())
     os._exit(_UWSGI_RELOAD_CODE if signum == signal.SIGHUP else _UWSGI_END_CODE)
 
 
+# installed before the app's own imports: a stop signal right after a respawn must find them
 if uwsgi is not None:
     for _sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
         signal.signal(_sig, _exit_while_loading)
+
+from .. import create_app  # noqa: E402
+from ..config import effective_env  # noqa: E402
+from ..serving import metrics  # noqa: E402
+from . import watchdog  # noqa: E402
 
 # A worker that crashes (SIGSEGV, SIGABRT, SIGBUS...) writes every thread's Python stack to
 # stderr, i.e. the uWSGI log, before uWSGI's own handler reports it and the master respawns it.
