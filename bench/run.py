@@ -276,7 +276,6 @@ def bound_worker(kind: str, seconds: float, files: dict) -> None:
     if kind in ("nose", "nose_whole"):
         from app.serving.imaging import REDUCED_MIN_SIDE, decode_image_scaled
         from app.servables.nose_tracker.model import NoseTracker
-        from app.servables.nose_tracker.servable import NoseTrackerServable
         from training.face_detector.evaluate import Pipeline  # the server's functions, tested equal to it
         data = Path(files["jpeg"]).read_bytes()
         if kind == "nose":
@@ -287,12 +286,11 @@ def bound_worker(kind: str, seconds: float, files: dict) -> None:
             m = NoseTracker.load(str(version_dir("nose_tracker")))
             m.warmup()
 
-        def pipeline():  # what /image-bin runs: decode, detect, one crop per face, landmarks
-            img, w, h = decode_image_scaled(data, 40_000_000, NoseTrackerServable.reduced_min_side)
-            boxes, _ = pipe.detect(img, min_score)
+        def pipeline():  # what /image-bin runs: decode for the detector, detect, one crop per face, landmarks
+            boxes, _, pts = pipe.from_bytes(data, min_score, 40_000_000)
             if not len(boxes):
                 raise SystemExit("the bench photo's face was not found")
-            return pipe.landmarks(img, boxes)
+            return pts
 
         def whole():  # max_faces=0: the whole-image net, 1/4-scale decoding
             img, w, h = decode_image_scaled(data, 40_000_000, REDUCED_MIN_SIDE)

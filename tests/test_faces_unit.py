@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 from app.servables.face_detector.contract import decode, preprocess
-from app.servables.face_detector.servable import parse_detection_parameters
+from app.servables.face_detector.servable import detection_decode, parse_detection_parameters
 from app.servables.nose_tracker.draw import annotate_png
-from app.servables.nose_tracker.faces import crop_blob, crop_points, prominent, recentred
+from app.servables.nose_tracker.faces import crop_blob, crop_factor, crop_points, crop_source, prominent, recentred
 from app.serving.errors import InvalidInput
+from app.serving.imaging import reduced_flag
 
 
 def _map(gh, gw, peaks):
@@ -77,6 +78,32 @@ def test_crop_maps_points_back_exactly():
         side_px = max(box[2], box[3]) * 2 / 112  # about one crop pixel, in displayed pixels
         assert abs(p[0] - (int(X) + 0.5) / scale) <= 1.5 * side_px + 1 / scale
         assert abs(p[1] - (int(Y) + 0.5) / scale) <= 1.5 * side_px + 1 / scale
+
+
+def test_detection_decode_keeps_the_detector_input_and_crops_get_their_pixels():
+    """A large JPEG is decoded for detection at the scale that keeps the longer side at the
+    detector's input; a face whose crop would have fewer than 112 px a side there is cropped
+    from a larger decode of the same bytes (the smallest factor it needs), a large one is not."""
+    assert reduced_flag("JPEG", 640, 480, 112, min_long=320)[0] == 2
+    assert reduced_flag("JPEG", 4000, 3000, 112, min_long=320)[0] == 8
+    assert reduced_flag("JPEG", 600, 480, 112, min_long=320)[0] == 1
+    assert reduced_flag("JPEG", 4000, 3000, 112, max_factor=2)[0] == 2
+    rng = np.random.default_rng(0)
+    big = cv2.GaussianBlur(rng.integers(0, 256, (960, 1280, 3), dtype=np.uint8), (0, 0), 2)
+    data = cv2.imencode(".jpg", big, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+    img, w, h = detection_decode(data, 10 ** 8, 320)
+    assert img.shape == (240, 320, 3) and (w, h) == (1280, 960)  # 1/4: longer side 320
+    assert crop_factor([(0, 0, 500, 420)]) == 4      # a 650 px crop: 81 px at 1/8, 162 at 1/4
+    assert crop_factor([(0, 0, 700, 600)]) == 8      # 910 px: 114 at 1/8
+    assert crop_factor([(0, 0, 300, 260), (0, 0, 700, 600)]) == 2  # the smallest face decides
+    assert crop_factor([(0, 0, 80, 90)]) == 1
+    assert crop_source(data, img, w, [(0, 0, 500, 420)], 10 ** 8) is img
+    assert crop_source(data, img, w, [(0, 0, 300, 260)], 10 ** 8).shape == (480, 640, 3)
+    assert crop_source(data, img, w, [(0, 0, 80, 90)], 10 ** 8).shape == (960, 1280, 3)
+    assert crop_source(data, img, w, [], 10 ** 8) is img
+    png = cv2.imencode(".png", big)[1].tobytes()  # no DCT scaling: decoded whole, never again
+    full, w, h = detection_decode(png, 10 ** 8, 320)
+    assert full.shape == (960, 1280, 3) and crop_source(png, full, w, [(0, 0, 80, 90)], 10 ** 8) is full
 
 
 def test_prominent_is_a_large_sure_face_first_on_ties():

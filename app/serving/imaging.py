@@ -90,21 +90,25 @@ _REDUCED = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2
 REDUCED_MIN_SIDE = 112
 
 
-def reduced_flag(fmt: str, w: int, h: int, min_side: int = REDUCED_MIN_SIDE) -> tuple[int, int]:
-    """(factor, imdecode flag): the largest JPEG scale-down keeping both sides >= min_side."""
+def reduced_flag(fmt: str, w: int, h: int, min_side: int = REDUCED_MIN_SIDE, min_long: int = 0,
+                 max_factor: int = 8) -> tuple[int, int]:
+    """(factor, imdecode flag): the largest JPEG scale-down (at most ``max_factor``) keeping both
+    sides >= min_side and the longer side >= min_long."""
     if fmt == "JPEG":
         for factor, flag in _REDUCED:
-            if min(w, h) // factor >= min_side:
+            if factor <= max_factor and min(w, h) // factor >= min_side and max(w, h) // factor >= min_long:
                 return factor, flag
     return 1, cv2.IMREAD_COLOR
 
 
-def decode_image_scaled(data: bytes, max_pixels: int, min_side: int | None = None) -> tuple[np.ndarray, int, int]:
+def decode_image_scaled(data: bytes, max_pixels: int, min_side: int | None = None, min_long: int = 0,
+                        max_factor: int = 8) -> tuple[np.ndarray, int, int]:
     """(BGR uint8 image, width, height) after the header-only size check.
 
     With ``min_side`` a large JPEG is decoded at 1/2, 1/4 or 1/8 scale (both sides stay
-    >= min_side), which is much cheaper; width and height are always those of the full
-    image as a viewer shows it (EXIF orientation applied), so coordinates can be scaled back.
+    >= min_side, the longer >= min_long, the factor <= max_factor), which is much cheaper; width
+    and height are always those of the full image as a viewer shows it (EXIF orientation
+    applied), so coordinates can be scaled back.
     """
     fmt, w, h = image_size(data)
     if w <= 0 or h <= 0:
@@ -112,7 +116,7 @@ def decode_image_scaled(data: bytes, max_pixels: int, min_side: int | None = Non
     if w * h > max_pixels:
         raise ApiError(413, "image_too_large",
                        f"image is {w}x{h} = {w * h} pixels; the limit is {max_pixels} pixels")
-    factor, flag = reduced_flag(fmt, w, h, min_side) if min_side else (1, cv2.IMREAD_COLOR)
+    factor, flag = reduced_flag(fmt, w, h, min_side, min_long, max_factor) if min_side else (1, cv2.IMREAD_COLOR)
     img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flag)
     if img is None or img.size == 0:
         raise ApiError(400, "not_an_image", f"the {fmt} image could not be decoded (truncated or corrupt?)")

@@ -20,7 +20,7 @@ import numpy as np
 from ...config import Setting
 from ...serving.artifacts import read_metadata
 from ...serving.errors import InvalidInput
-from ...serving.imaging import decode_base64_image, decode_image_scaled
+from ...serving.imaging import REDUCED_MIN_SIDE, decode_base64_image, decode_image_scaled
 from ...serving.servable import Servable, TensorSpec
 from .contract import decode, preprocess
 
@@ -45,6 +45,15 @@ def _number(parameters, name, default, lo, hi, integer: bool):
     if not (lo <= v <= hi):  # NaN fails too
         raise bad
     return v
+
+
+def detection_decode(data: bytes, max_pixels: int, detect_size: int):
+    """(image, width, height as displayed) decoded for face detection: a large JPEG at the
+    largest 1/2, 1/4 or 1/8 scale whose longer side keeps the detector's input size (a 640x480
+    photo decodes to 320x240, what the detector sees anyway: ~1.3 ms less than a full decode).
+    The nose tracker's face crops take their pixels from this image or from a larger decode of the
+    same bytes (nose_tracker/faces.py: crop_source)."""
+    return decode_image_scaled(data, max_pixels, REDUCED_MIN_SIDE, min_long=detect_size)
 
 
 def parse_detection_parameters(parameters, default_score: float, default_max: int = 10) -> tuple[float, int]:
@@ -128,7 +137,7 @@ class FaceDetectorServable(Servable):
         parse_detection_parameters(parameters, self.min_score)
         out = []
         for b in images:
-            img, w, h = decode_image_scaled(decode_base64_image(b), self.context.core.max_image_pixels, 480)
+            img, w, h = detection_decode(decode_base64_image(b), self.context.core.max_image_pixels, self.size)
             out.append(self.item(img, w, h))
         return out
 

@@ -60,12 +60,13 @@ def _nose_response(data: bytes, options: dict):
     sv = reg.servable(MODEL)
     annotate = options.pop("annotate")
     detection = sv.detection(options)  # 400 for bad options before decoding
-    img, width, height = sv.decode_upload(data, detection, full_size=annotate)
-    items = sv.image_items(0, img, width, height, detection)
+    img, width, height = sv.decode_upload(data, detection)
+    items = sv.image_items(0, img, width, height, detection, data)
     pred = reg.run(MODEL, items=items, outputs=False)
     d = sv.images(pred.results, items)[0]
-    if annotate:
-        png = annotate_png(img, d["faces"], img.shape[1] / width)
+    if annotate:  # the same answer as without annotate=1, drawn on the full-size picture
+        canvas = sv.decode_upload(data, detection, full_size=True)[0]
+        png = annotate_png(canvas, d["faces"], canvas.shape[1] / width)
         return Response(png, mimetype="image/png", headers={
             "X-Faces": str(len(d["faces"])), "X-Request-ID": g.request_id, "Cache-Control": "no-store"})
     body = postprocess(d["points"].reshape(-1), width, height)

@@ -27,9 +27,9 @@ from ...config import Setting
 from ...serving.errors import InvalidInput
 from ...serving.imaging import REDUCED_MIN_SIDE, decode_base64_image, decode_image_scaled
 from ...serving.servable import Servable, TensorSpec, group_of
-from ..face_detector.servable import MAX_FACES_LIMIT, parse_detection_parameters
+from ..face_detector.servable import MAX_FACES_LIMIT, detection_decode, parse_detection_parameters
 from .contract import INPUT_SIZE, POINTS, preprocess
-from .faces import CROP_MARGIN, FaceCrop, WholeImage, crop_blob, crop_points, prominent
+from .faces import CROP_MARGIN, FaceCrop, WholeImage, crop_blob, crop_points, crop_source, prominent
 
 
 class Detection(NamedTuple):
@@ -53,9 +53,10 @@ class NoseTrackerServable(Servable):
     description = "Nose tip and four more face landmarks of a face photo (our CNN, run by OpenCV DNN)."
     settings = (
         Setting("IMAGE_REDUCED_DECODE", "1",
-                "1: decode large JPEGs at 1/2, 1/4 or 1/8 scale (chosen from the header so both sides stay "
-                ">= 480 px when faces are detected, >= the landmark net's 112 px when not), which is faster; "
-                "0: always decode at full size.",
+                "1: decode large JPEGs at 1/2, 1/4 or 1/8 scale (libjpeg DCT scaling, chosen from the header): "
+                "for face detection the longer side stays >= FACE_DETECT_SIZE and each face crop is cut from a "
+                "decode with >= 112 px across it (decoded again, larger, for small faces); without detection "
+                "both sides stay >= the landmark net's 112 px. 0: always decode at full size.",
                 group="nose_tracker", kind="bool"),
     )
     inputs = (
@@ -82,10 +83,6 @@ class NoseTrackerServable(Servable):
     max_images = 64  # per request
     #: the model that finds the faces (optional: without it, the whole-image answer)
     detector_model = "face_detector"
-    #: a large JPEG is decoded at reduced scale down to this shorter side (not 112: the face
-    #: crops need the pixels; the detector itself sees 320 px)
-    reduced_min_side = 480
-
     def load(self) -> None:
         from .model import NoseTracker
         self.model = NoseTracker.load(str(self.model_dir))
@@ -127,15 +124,21 @@ class NoseTrackerServable(Servable):
     # --- request path ----------------------------------------------------------------
     def decode_upload(self, data: bytes, detection: "Detection", full_size: bool = False):
         """One encoded image -> (decoded BGR image, width, height as displayed); ApiError if bad.
-        Without face detection (max_faces=0, or no detector) the whole-image net needs 112 px only."""
-        min_side = None
-        if self.config["IMAGE_REDUCED_DECODE"] and not full_size:
-            min_side = self.reduced_min_side if detection.runs else REDUCED_MIN_SIDE
-        return decode_image_scaled(data, self.context.core.max_image_pixels, min_side)
+        A large JPEG is decoded at reduced scale: for the detector's input size when faces are
+        looked for (``face_detector.servable.detection_decode``; the crops may decode it again, larger), else
+        down to the whole-image net's 112 px."""
+        max_pixels = self.context.core.max_image_pixels
+        if full_size or not self.config["IMAGE_REDUCED_DECODE"]:
+            return decode_image_scaled(data, max_pixels)
+        if detection.runs:
+            return detection_decode(data, max_pixels, detection.detector.size)
+        return decode_image_scaled(data, max_pixels, REDUCED_MIN_SIDE)
 
-    def image_items(self, index: int, img: np.ndarray, width: int, height: int, detection: "Detection") -> list:
+    def image_items(self, index: int, img: np.ndarray, width: int, height: int, detection: "Detection",
+                    data: bytes | None = None) -> list:
         """The landmark-net items of one decoded image: one per face found (largest first), or
-        the whole image when none is."""
+        the whole image when none is. With the encoded ``data``, a face too small for the decoded
+        pixels is cropped from a larger decode (``faces.crop_source``)."""
         det = detection.detector
         boxes, scores = np.zeros((0, 4)), np.zeros(0)
         if detection.runs:
@@ -146,11 +149,12 @@ class NoseTrackerServable(Servable):
             return [("image", preprocess(img), WholeImage(index, (width, height)))]
         # the largest max_faces faces, largest first
         order = sorted(range(len(boxes)), key=lambda k: (-float(boxes[k][2] * boxes[k][3]), -float(scores[k])))
-        order = order[:detection.max_faces]
+        chosen = [tuple(float(v) for v in boxes[k]) for k in order[:detection.max_faces]]
+        if data is not None:
+            img = crop_source(data, img, width, chosen, self.context.core.max_image_pixels)
         scale = img.shape[1] / width
         items = []
-        for k in order:
-            box = tuple(float(v) for v in boxes[k])
+        for k, box in zip(order, chosen):
             blob, inv = crop_blob(img, box, scale)
             items.append(("face", blob, FaceCrop(index, (width, height), box, round(float(scores[k]), 4), inv)))
         return items
@@ -159,7 +163,7 @@ class NoseTrackerServable(Servable):
         """One encoded image -> its items (see image_items)."""
         detection = self.detection(parameters)
         img, width, height = self.decode_upload(data, detection)
-        return self.image_items(0, img, width, height, detection)
+        return self.image_items(0, img, width, height, detection, data)
 
     def preprocess(self, inputs, parameters) -> list:
         kind = group_of(self.inputs, list(inputs))
@@ -170,8 +174,9 @@ class NoseTrackerServable(Servable):
             detection = self.detection(parameters)  # bad parameters: 400 before any decoding
             items = []
             for i, b in enumerate(images):
-                img, width, height = self.decode_upload(decode_base64_image(b), detection)
-                items.extend(self.image_items(i, img, width, height, detection))
+                data = decode_base64_image(b)
+                img, width, height = self.decode_upload(data, detection)
+                items.extend(self.image_items(i, img, width, height, detection, data))
             return items
         x = inputs["input"]
         return [("tensor", np.ascontiguousarray(x[i:i + 1], dtype=np.float32), None) for i in range(x.shape[0])]
