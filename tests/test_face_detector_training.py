@@ -16,7 +16,7 @@ def test_warm_start_rebuilds_the_shipped_graph_in_keras():
     import cv2
     from keras import layers
     from training.face_detector.model import build
-    from training.face_detector.warm_start import warm_start
+    from training.warm_start import warm_start
 
     rng = np.random.default_rng(7)
     # smooth random images (a face-free scene): calibration batch and a different check image

@@ -217,3 +217,18 @@ def test_training_graph_weights_move_to_the_export_graph():
     np.testing.assert_allclose(export(x, training=False).numpy(), trained(x, training=False).numpy(), atol=1e-5)
     export.get_layer("pt0_heat").set_weights([np.zeros_like(w) for w in export.get_layer("pt0_heat").get_weights()])
     assert not np.allclose(export(x, training=False).numpy(), trained(x, training=False).numpy(), atol=1e-5)
+
+
+def test_warm_start_rebuilds_the_shipped_graph_in_keras():
+    """train.py --init: the shipped graph's weights go back into the Keras training graph, whose
+    inference pass then is the shipped model (OpenCV on the .pb)."""
+    pytest.importorskip("tensorflow")
+    from training.nose_tracker.model import build
+    from training.warm_start import warm_start
+
+    info = json.loads((MODEL_DIR / "metadata.json").read_text())["training"]
+    rng = np.random.default_rng(5)
+    calib = cv2.GaussianBlur(rng.random((8 * 112, 112, 3)).astype(np.float32), (0, 0), 3).reshape(8, 112, 112, 3)
+    check = rng.random((1, 112, 112, 3)).astype(np.float32)
+    model = build(info.get("width", 1.0), info.get("deep", 128), for_training=True)
+    assert warm_start(model, PB, calib, check) < 1e-4

@@ -15,7 +15,7 @@ from app.servables.nose_tracker.model import NoseTracker
 from app.serving.repository import version_dir
 from conftest import b64, shared_faces, synthetic_face
 
-NOSE_VERSION = "1.4.0"
+NOSE_VERSION = version_dir("nose_tracker").name  # the repository's highest version
 
 
 @pytest.fixture(scope="module")

@@ -119,7 +119,7 @@ def card(meta: dict) -> str:
               "|---|---|---|---|"]
     for k, r in dev["detection_by_input_size"].items():
         parts.append(f"| {k} | {pct(r['recall'])} | {pct(r['precision'])} | {r['forward_ms_1thread']} |")
-    parts += ["", f"**The whole pipeline**: detector, then the landmark net (v1.4.0) on a square crop of "
+    parts += ["", f"**The whole pipeline**: detector, then the landmark net (v{meta.get('landmark_net_version', '1.4.0')}) on a square crop of "
               f"{meta.get('crop_margin', 1.3)}x each box's longer side.",
               "Nose NME = nose error / inter-ocular distance; \"missed\" faces (no detection) count as failures",
               "in the last column. *Scenes*: the faces >= 40 px of the scenes above. *Photos*: the split's own",

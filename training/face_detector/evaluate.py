@@ -105,38 +105,59 @@ def score(dets, scenes, thr, min_w=40.0):
 
 
 # --- the whole pipeline through OpenCV (what the server runs) -------------------------------
-NOSE_PB = Path(__file__).resolve().parents[2] / "models" / "nose_tracker" / "1.4.0" / "nose_tracker.pb"
+def served_nose_pb() -> Path:
+    """The landmark net the server runs: the model repository's current nose_tracker."""
+    from app.serving.repository import version_dir
+    return version_dir("nose_tracker") / "nose_tracker.pb"
 
 
 class Pipeline:
-    """Detector -> a crop per face -> the landmark net, with the server's own functions
-    (app/servables/face_detector/contract.py, app/servables/nose_tracker/faces.py)."""
+    """Detector -> a crop per face -> the landmark net (default: the served one), with the
+    server's own functions (app/servables/face_detector/contract.py, app/servables/nose_tracker/faces.py)."""
 
-    def __init__(self, det_pb, nose_pb=NOSE_PB, size=320, margin=None, refine=False):
+    def __init__(self, det_pb, nose_pb=None, size=320, margin=None, refine=False):
         import cv2
         from app.servables.nose_tracker.faces import CROP_MARGIN
+        nose_pb = nose_pb or served_nose_pb()
+        self.nose_version = Path(nose_pb).parent.name
         self.det = cv2.dnn.readNetFromTensorflow(str(det_pb))
         self.nose = cv2.dnn.readNetFromTensorflow(str(nose_pb))
         self.size, self.margin, self.refine = size, margin or CROP_MARGIN, refine
 
-    def detect(self, img, min_score):
+    def detect(self, img, min_score, size=None):
+        """(boxes x, y, w, h, scores) in pixels of the image as displayed, ``size`` (width,
+        height; default: img's own) when img was decoded at reduced scale."""
         from app.servables.face_detector.contract import decode, preprocess
+        w, h = size or (img.shape[1], img.shape[0])
         blob, s = preprocess(img, self.size)
         self.det.setInput(blob)
         out = np.asarray(self.det.forward())[0]
-        return decode(out, s, min_score=min_score, image_wh=(img.shape[1], img.shape[0]))
+        return decode(out, s * img.shape[1] / w, min_score=min_score, image_wh=(w, h))
 
-    def landmarks(self, img, boxes):
-        """(n, 5, 2) pixel points of each box (one batch through the landmark net)."""
+    def from_bytes(self, data: bytes, min_score, max_pixels=10 ** 9):
+        """An encoded image as the server takes it (detection_decode, then crop_source): (boxes,
+        scores, (n, 5, 2) points) in pixels as displayed, largest box first."""
+        from app.servables.face_detector.servable import detection_decode
+        from app.servables.nose_tracker.faces import crop_source
+        img, w, h = detection_decode(data, max_pixels, self.size)
+        boxes, sc = self.detect(img, min_score, (w, h))
+        order = sorted(range(len(boxes)), key=lambda k: (-float(boxes[k][2] * boxes[k][3]), -float(sc[k])))
+        boxes, sc = boxes[order], sc[order]
+        img = crop_source(data, img, w, boxes, max_pixels)
+        return boxes, sc, self.landmarks(img, boxes, img.shape[1] / w)
+
+    def landmarks(self, img, boxes, scale=1.0):
+        """(n, 5, 2) pixel points of each box (one batch through the landmark net); ``scale``:
+        decoded pixels per pixel as displayed."""
         from app.servables.nose_tracker.faces import crop_blob, crop_points, recentred
         if not len(boxes):
             return np.zeros((0, 5, 2))
-        crops = [crop_blob(img, b, 1.0, self.margin) for b in boxes]
+        crops = [crop_blob(img, b, scale, self.margin) for b in boxes]
         self.nose.setInput(np.concatenate([c[0] for c in crops]))
         rows = np.asarray(self.nose.forward()).reshape(len(boxes), -1)
         pts = np.stack([crop_points(r, c[1]) for r, c in zip(rows, crops)])
         if self.refine:
-            crops = [crop_blob(img, recentred(b, p), 1.0, self.margin) for b, p in zip(boxes, pts)]
+            crops = [crop_blob(img, recentred(b, p), scale, self.margin) for b, p in zip(boxes, pts)]
             self.nose.setInput(np.concatenate([c[0] for c in crops]))
             rows = np.asarray(self.nose.forward()).reshape(len(boxes), -1)
             pts = np.stack([crop_points(r, c[1]) for r, c in zip(rows, crops)])
@@ -163,23 +184,46 @@ def nme_summary(nmes, missed=0):
             "fail_or_missed_rate": float(((a > 0.10).sum() + missed) / max(n, 1))}
 
 
-def scene_landmark_nme(pipe, scenes, min_score, min_w=40.0):
+def scene_landmark_nme(pipe, scenes, min_score, min_w=40.0, found=None):
     """Nose NME of every true face >= min_w px matched by a detection (IoU >= 0.5); true faces
-    no detection matched count as missed."""
+    no detection matched count as missed. ``found``: each scene's (boxes, scores, points)
+    when already computed (default: the pipeline on the scene's pixels)."""
     nm, missed = [], 0
-    for img, gts, pts in scenes:
-        boxes, sc = pipe.detect(img, min_score)
+    for i, (img, gts, pts) in enumerate(scenes):
+        if found is None:
+            boxes, sc = pipe.detect(img, min_score)
+            points = pipe.landmarks(img, boxes)
+        else:
+            boxes, sc, points = found[i]
         gts, vis = visible(gts, (img.shape[1], img.shape[0]))
         gt_det, _, _ = match(boxes, sc, gts, min_score)
-        found = pipe.landmarks(img, boxes)
         for g in range(len(gts)):
             if gts[g, 2] - gts[g, 0] < min_w or vis[g] < 0.5:
                 continue
             if gt_det[g] < 0:
                 missed += 1
             else:
-                nm.append(_nme(found[gt_det[g]][0], pts[g]))
+                nm.append(_nme(points[gt_det[g]][0], pts[g]))
     return nme_summary(nm, missed)
+
+
+def jpeg_decode_check(pipe, scenes, min_score, quality=90):
+    """The scenes as JPEG files (quality 90), through a full decode and through the server's
+    reduced decode (``Pipeline.from_bytes``): detection and nose NME of each."""
+    import cv2
+    jpegs = [cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes() for img, _, _ in scenes]
+
+    def full(data, thr):
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        boxes, sc = pipe.detect(img, thr)
+        return boxes, sc, pipe.landmarks(img, boxes)
+    out = {}
+    for name, run in (("full_decode", full), ("server_reduced_decode", pipe.from_bytes)):
+        found = [run(data, min_score) for data in jpegs]
+        r = score([(b, s) for b, s, _ in found], scenes, min_score)
+        out[name] = {"recall": r["recall"], "precision": r["precision"],
+                     "landmarks_on_scenes": scene_landmark_nme(pipe, scenes, min_score, found=found)}
+    return out
 
 
 def split_photos(root, labels, idx, frame=None):
@@ -321,7 +365,8 @@ def export_and_evaluate(model, info, root, labels, split, version, test=False):
         k = np.transpose(model(np.transpose(blob, [0, 2, 3, 1]), training=False).numpy(), [0, 3, 1, 2])
         diff = max(diff, float(np.abs(o - k).max()))
     print(f"exported {pb} ({pb.stat().st_size:,} bytes); max |keras - opencv| = {diff:.2e}", flush=True)
-    thr, _ = calibrate(Pipeline(pb), dev)
+    pipe = Pipeline(pb)
+    thr, _ = calibrate(pipe, dev)
     print(f"min_score calibrated on dev scenes (best F1, faces >= 40 px): {thr}", flush=True)
     metrics = {"dev": evaluate_split(pb, root, labels, split, "dev", thr, do_sweep=True)}
     _print("dev", metrics["dev"])
@@ -336,7 +381,7 @@ def export_and_evaluate(model, info, root, labels, split, version, test=False):
             "output": {"shape": [1, 5, -1, -1], "channels": ["centre_probability", "offset_x", "offset_y",
                                                             "log_width_over_8", "log_height_over_8"],
                        "stride": 8, "decode": "app/servables/face_detector/contract.py: decode"},
-            "min_score": thr, "crop_margin": CROP_MARGIN, "opencv_vs_keras_max_abs_diff": diff,
+            "min_score": thr, "crop_margin": CROP_MARGIN, "landmark_net_version": pipe.nose_version, "opencv_vs_keras_max_abs_diff": diff,
             "forward_ms_median_1thread_320x256": round(bench_forward(pb), 3),
             "size_bytes": pb.stat().st_size, "parameters": int(model.count_params()),
             "training": info, "metrics": metrics}
@@ -355,6 +400,8 @@ def main():
     ap.add_argument("--n", type=int, default=300, help="scenes")
     ap.add_argument("--min-score", type=float, default=None, help="default: the model's metadata.json")
     ap.add_argument("--sweep", action="store_true", help="crop margins and the re-centred pass (dev)")
+    ap.add_argument("--decode-check", action="store_true",
+                    help="only: the scenes as JPEG files, full decode against the server's reduced decode")
     a = ap.parse_args()
     if a.pb is None:
         from app.serving.repository import version_dir
@@ -365,6 +412,10 @@ def main():
     thr = a.min_score
     if thr is None:
         thr = json.loads((Path(a.pb).parent / "metadata.json").read_text())["min_score"]
+    if a.decode_check:
+        r = jpeg_decode_check(Pipeline(a.pb), scene_set(root, labels, split, a.split, a.n), thr)
+        print(json.dumps(r, indent=1))
+        return
     r = evaluate_split(a.pb, root, labels, split, a.split, thr, a.n, do_sweep=a.sweep)
     _print(a.split, r)
 

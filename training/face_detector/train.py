@@ -50,7 +50,7 @@ def main():
     ap.add_argument("--run-dir", default=os.environ.get("FACE_RUN_DIR", "/tmp/face_detector_runs/latest"))
     ap.add_argument("--version", default="1.1.0")
     ap.add_argument("--init", default=None, metavar="PB",
-                    help="start from a shipped detector's frozen graph (training/face_detector/warm_start.py)")
+                    help="start from a shipped detector's frozen graph (training/warm_start.py)")
     ap.add_argument("--test", action="store_true", help="also evaluate the test scenes (once, at the end)")
     ap.add_argument("--export-only", action="store_true")
     ap.add_argument("--no-export", action="store_true")
@@ -79,7 +79,7 @@ def main():
     print(f"model params {model.count_params():,}", flush=True)
     init = None
     if a.init and not a.export_only:
-        from training.face_detector.warm_start import warm_start
+        from training.warm_start import warm_start
         from training.nose_tracker.export import sha256
         maker = D.SceneMaker(labels, imgs, scales, tr, seed=a.seed * 100 + 99)
         xs = np.concatenate([D.batch(maker, a.batch, a.size)[0] for _ in range(8)]).astype(np.float32) / 255

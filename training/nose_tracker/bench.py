@@ -15,7 +15,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-DEFAULT_PB = Path(__file__).resolve().parents[2] / "models" / "nose_tracker" / "1.4.0" / "nose_tracker.pb"
 
 
 def bench(pb, n=500, threads=1, batch=1):
@@ -36,9 +35,12 @@ def bench(pb, n=500, threads=1, batch=1):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pb", default=str(DEFAULT_PB))
+    ap.add_argument("--pb", default=None, help="default: the model repository's current nose_tracker")
     ap.add_argument("--n", type=int, default=500)
     a = ap.parse_args()
+    if a.pb is None:
+        from training.face_detector.evaluate import served_nose_pb
+        a.pb = str(served_nose_pb())
     ts = bench(a.pb, a.n)
     print(f"{Path(a.pb).name}: cv2 {cv2.__version__}, 1 thread, batch 1, n={a.n}: "
           f"median {np.median(ts):.3f} ms  p90 {np.percentile(ts, 90):.3f} ms  min {ts.min():.3f} ms")

@@ -146,8 +146,11 @@ def normalised_targets(labels: dict) -> np.ndarray:
 class Augmenter:
     """Generates (batch_images NHWC float32 BGR/255, targets (B,10) in [0,1]) from the cache."""
 
-    def __init__(self, labels, cache, indices, seed=0, p_whole=0.3, turn_boost=0.0, p_framed=0.0):
+    def __init__(self, labels, cache, indices, seed=0, p_whole=0.3, turn_boost=0.0, p_framed=0.0,
+                 scenes=None, p_scene=0.0):
         self.labels, self.cache = labels, cache
+        # face-pipeline crops of composed scenes (scene_crops.PoolSampler), a share p_scene of samples
+        self.scenes, self.p_scene = scenes, p_scene if scenes is not None else 0.0
         self.idx = np.asarray(indices)
         self.rng = np.random.default_rng(seed)
         # draw turned heads more often: weight 1 + turn_boost * ramp(turn 0.15 -> 0.30)
@@ -268,7 +271,9 @@ class Augmenter:
         yb = np.empty((bs, 10), np.float32)
         tmp = np.empty((SIZE, SIZE, 3), np.uint8)
         for k, i in enumerate(ids):
-            if rng.random() < self.p_whole:
+            if rng.random() < self.p_scene:
+                q = self.scenes.sample(tmp)
+            elif rng.random() < self.p_whole:
                 q = self._whole_sample(i, tmp)
             else:
                 q = self._crop_sample(i, tmp)

@@ -28,7 +28,6 @@ from training.nose_tracker.data import contract_blob, data_dir, frame_photo, loa
 
 HERE = Path(__file__).resolve().parent
 
-DEFAULT_PB = HERE.parents[1] / "models" / "nose_tracker" / "1.4.0" / "nose_tracker.pb"  # the shipped version
 
 
 def _summary(nme, px):
@@ -91,12 +90,15 @@ def main():
     ap.add_argument("--data", default=None, help="shared data dir (default $NOSE_DATA_DIR or ../shared/data/nose)")
     ap.add_argument("--split", choices=["all", "train", "dev", "test"], default="all",
                     help="for the shared labels.csv: which split to score (seed-0 split used in training)")
-    ap.add_argument("--pb", default=str(DEFAULT_PB))
+    ap.add_argument("--pb", default=None, help="default: the model repository's current nose_tracker")
     ap.add_argument("--floor", default=None, help="mean nose 'x,y' for the floor (default: from metadata.json)")
     ap.add_argument("--frame", default=None, metavar="WxH",
                     help="put each image in a WxH frame first (edge pixels around it), e.g. 640x480")
     ap.add_argument("--json", default=None, help="write metrics JSON here")
     a = ap.parse_args()
+    if a.pb is None:
+        from training.face_detector.evaluate import served_nose_pb
+        a.pb = str(served_nose_pb())
     cv2.setNumThreads(1)
 
     csv = Path(a.csv) if a.csv else data_dir(a.data) / "labels.csv"

@@ -1,5 +1,6 @@
-"""Start a training from a shipped detector: its frozen graph's weights put back into the Keras
-model (`train.py --init models/face_detector/<v>/face_detector.pb`).
+"""Start a training from a shipped model: its frozen graph's weights put back into the Keras
+model (`training/face_detector/train.py --init models/face_detector/<v>/face_detector.pb`,
+`training/nose_tracker/train.py --init models/nose_tracker/<v>/nose_tracker.pb`).
 
 The export folded each BatchNorm into its convolution (Conv2D: merged kernel + shift;
 depthwise: kernel, then a per-channel scale and shift), so the graph holds the function but not
@@ -32,13 +33,14 @@ def graph_constants(pb: str | Path) -> dict[str, np.ndarray]:
 
 
 def set_from_graph(model, pb: str | Path) -> None:
-    """Sets every weight of `model` (training/face_detector/model.py: build) from the frozen
-    graph `pb`, BatchNorms as identity statistics."""
+    """Sets every trained weight of `model` (the face detector's or the nose tracker's `build`,
+    either graph) from the frozen graph `pb`, BatchNorms as identity statistics. Layers with
+    fixed weights only (the nose tracker's one-hot and cell-centre layers) keep theirs."""
     from keras import layers
     c = graph_constants(pb)
     for layer in model.layers:
         name = layer.name
-        if isinstance(layer, layers.BatchNormalization):
+        if isinstance(layer, layers.BatchNormalization) or not layer.trainable_weights:
             continue
         if isinstance(layer, layers.DepthwiseConv2D):
             layer.set_weights([c[f"{name}/depthwise/ReadVariableOp"]])
@@ -90,5 +92,7 @@ def warm_start(model, pb: str | Path, images: np.ndarray, check_images: np.ndarr
     net = cv2.dnn.readNetFromTensorflow(str(pb))
     net.setInput(np.ascontiguousarray(np.transpose(x, [0, 3, 1, 2])))
     o = np.asarray(net.forward())
-    k = np.transpose(model(x, training=False).numpy(), [0, 3, 1, 2])
+    k = model(x, training=False).numpy()
+    if k.ndim == 4:  # a map (NHWC in Keras, NCHW from OpenCV)
+        k = np.transpose(k, [0, 3, 1, 2])
     return float(np.abs(o - k).max())
